@@ -1,0 +1,236 @@
+"""Sync and async clients: numpy arrays in, numpy arrays out, large arrays split into batches."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from types import TracebackType
+from typing import Any, Self
+
+import httpx
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from client._exceptions import ClientError, ServerError, TransportError
+
+__all__ = ["DEFAULT_BATCH_SIZE", "DEFAULT_URL", "AsyncClient", "Client"]
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+DEFAULT_BATCH_SIZE = 1000
+
+Array = NDArray[np.float64]
+Progress = Callable[[int], None]
+
+# endpoint -> (request key, request width, response keys)
+_ENDPOINTS: dict[str, tuple[str, int, tuple[str, ...]]] = {
+    "/encode": ("vectors", 64, ("latent",)),
+    "/decode": ("latent", 2, ("vectors",)),
+    "/reconstruct": ("vectors", 64, ("vectors", "errors")),
+}
+
+
+def _as_matrix(data: ArrayLike, width: int) -> Array:
+    array = np.asarray(data, dtype=np.float64)
+    if array.ndim == 1:
+        array = array.reshape(1, -1)
+    if array.ndim != 2 or array.shape[1] != width:
+        raise ValueError(f"expected an array of shape (n, {width}), got {array.shape}")
+    return array
+
+
+def _batches(array: Array, batch_size: int) -> Iterator[Array]:
+    for start in range(0, len(array), batch_size):
+        yield array[start : start + batch_size]
+
+
+def _raise_for_status(response: httpx.Response) -> None:
+    if response.status_code < 400:
+        return
+    try:
+        detail = response.json().get("detail", response.text)
+    except (ValueError, AttributeError):
+        detail = response.text
+    error = ClientError if response.status_code < 500 else ServerError
+    raise error(response.status_code, detail)
+
+
+def _results(parts: list[dict[str, Any]], keys: tuple[str, ...]) -> list[Array]:
+    return [np.concatenate([np.asarray(p[k], dtype=np.float64) for p in parts]) for k in keys]
+
+
+def _headers(api_key: str | None) -> dict[str, str]:
+    return {"X-API-Key": api_key} if api_key else {}
+
+
+class Client:
+    """A synchronous digitcode client.
+
+    Parameters
+    ----------
+    base_url : str
+        Where the service listens, e.g. ``http://127.0.0.1:8000``.
+    batch_size : int
+        Rows per request; larger arrays are split and the answers joined.
+    timeout : float
+        Seconds per request.
+    api_key : str, optional
+        Sent as ``X-API-Key``.
+    transport : httpx.BaseTransport, optional
+        For tests, e.g. ``httpx.MockTransport``.
+
+    Examples
+    --------
+    >>> with Client("http://127.0.0.1:8000") as client:  # doctest: +SKIP
+    ...     Z = client.encode(X)            # X of shape (n, 64) -> Z of shape (n, 2)
+    """
+
+    def __init__(
+        self,
+        base_url: str = DEFAULT_URL,
+        *,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        timeout: float = 30.0,
+        api_key: str | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        self.batch_size = batch_size
+        self._http = httpx.Client(
+            base_url=base_url, timeout=timeout, headers=_headers(api_key), transport=transport
+        )
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _request(self, method: str, path: str, json: Any = None) -> Any:
+        try:
+            response = self._http.request(method, path, json=json)
+        except httpx.TransportError as exc:
+            raise TransportError(f"{method} {self._http.base_url.join(path)}: {exc}") from exc
+        _raise_for_status(response)
+        return response.json()
+
+    def _batched(self, path: str, data: ArrayLike, progress: Progress | None) -> list[Array]:
+        key, width, out_keys = _ENDPOINTS[path]
+        parts = []
+        for batch in _batches(_as_matrix(data, width), self.batch_size):
+            parts.append(self._request("POST", path, {key: batch.tolist()}))
+            if progress is not None:
+                progress(len(batch))
+        return _results(parts, out_keys) if parts else [np.empty((0, width))] * len(out_keys)
+
+    def encode(self, X: ArrayLike, progress: Progress | None = None) -> Array:
+        """Latent codes: ``X`` of shape (n, 64), pixels 0..16 → ndarray of shape (n, 2)."""
+        return self._batched("/encode", X, progress)[0].reshape(-1, 2)
+
+    def decode(self, Z: ArrayLike, progress: Progress | None = None) -> Array:
+        """Pixel vectors: ``Z`` of shape (n, 2) → ndarray of shape (n, 64)."""
+        return self._batched("/decode", Z, progress)[0].reshape(-1, 64)
+
+    def reconstruct(self, X: ArrayLike, progress: Progress | None = None) -> tuple[Array, Array]:
+        """Reconstructions of shape (n, 64) and errors of shape (n,) for ``X`` of shape (n, 64)."""
+        X_hat, errors = self._batched("/reconstruct", X, progress)
+        return X_hat.reshape(-1, 64), errors
+
+    def model_info(self) -> dict[str, Any]:
+        """The served model's manifest."""
+        info: dict[str, Any] = self._request("GET", "/model")
+        return info
+
+    def ready(self) -> bool:
+        """True when the service answers ``/readyz`` with 200."""
+        try:
+            self._request("GET", "/readyz")
+        except (TransportError, ServerError):
+            return False
+        return True
+
+
+class AsyncClient:
+    """The asynchronous twin of :class:`Client`, with the same parameters and methods."""
+
+    def __init__(
+        self,
+        base_url: str = DEFAULT_URL,
+        *,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        timeout: float = 30.0,
+        api_key: str | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        self.batch_size = batch_size
+        self._http = httpx.AsyncClient(
+            base_url=base_url, timeout=timeout, headers=_headers(api_key), transport=transport
+        )
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def _request(self, method: str, path: str, json: Any = None) -> Any:
+        try:
+            response = await self._http.request(method, path, json=json)
+        except httpx.TransportError as exc:
+            raise TransportError(f"{method} {self._http.base_url.join(path)}: {exc}") from exc
+        _raise_for_status(response)
+        return response.json()
+
+    async def _batched(self, path: str, data: ArrayLike, progress: Progress | None) -> list[Array]:
+        key, width, out_keys = _ENDPOINTS[path]
+        parts = []
+        for batch in _batches(_as_matrix(data, width), self.batch_size):
+            parts.append(await self._request("POST", path, {key: batch.tolist()}))
+            if progress is not None:
+                progress(len(batch))
+        return _results(parts, out_keys) if parts else [np.empty((0, width))] * len(out_keys)
+
+    async def encode(self, X: ArrayLike, progress: Progress | None = None) -> Array:
+        """Latent codes: ``X`` of shape (n, 64), pixels 0..16 → ndarray of shape (n, 2)."""
+        return (await self._batched("/encode", X, progress))[0].reshape(-1, 2)
+
+    async def decode(self, Z: ArrayLike, progress: Progress | None = None) -> Array:
+        """Pixel vectors: ``Z`` of shape (n, 2) → ndarray of shape (n, 64)."""
+        return (await self._batched("/decode", Z, progress))[0].reshape(-1, 64)
+
+    async def reconstruct(
+        self, X: ArrayLike, progress: Progress | None = None
+    ) -> tuple[Array, Array]:
+        """Reconstructions of shape (n, 64) and errors of shape (n,) for ``X`` of shape (n, 64)."""
+        X_hat, errors = await self._batched("/reconstruct", X, progress)
+        return X_hat.reshape(-1, 64), errors
+
+    async def model_info(self) -> dict[str, Any]:
+        """The served model's manifest."""
+        info: dict[str, Any] = await self._request("GET", "/model")
+        return info
+
+    async def ready(self) -> bool:
+        """True when the service answers ``/readyz`` with 200."""
+        try:
+            await self._request("GET", "/readyz")
+        except (TransportError, ServerError):
+            return False
+        return True

@@ -1,0 +1,1 @@
+"""digitcode inference service: a numpy-only autoencoder behind FastAPI."""

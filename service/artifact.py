@@ -1,0 +1,316 @@
+"""The model artifact format: the one definition used by training (write) and service (read).
+
+An artifact is a directory holding two files:
+
+``weights.npz``
+    Plain numeric arrays, read with ``allow_pickle=False``: ``scaler_min`` and ``scaler_scale``
+    of shape (64,), then ``W0, b0, W1, b1, ...`` for every layer (``W{i}`` of shape
+    ``(layer_sizes[i], layer_sizes[i + 1])``, ``b{i}`` of shape ``(layer_sizes[i + 1],)``).
+``manifest.json``
+    Format version, the sha256 of ``weights.npz``, the network's shape and activation, and the
+    training metadata and metrics.
+
+Writing is atomic: everything goes into a temporary sibling directory that is renamed into place
+last, so an interrupted write never leaves a half-written model where the service would load it.
+This module depends on numpy and the standard library only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import zipfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+__all__ = [
+    "ACTIVATIONS",
+    "FORMAT_VERSION",
+    "MANIFEST_FILE",
+    "N_FEATURES",
+    "PIXEL_MAX",
+    "WEIGHTS_FILE",
+    "Artifact",
+    "ArtifactError",
+    "load_artifact",
+    "save_artifact",
+    "sha256_file",
+]
+
+FORMAT_VERSION = 1
+MANIFEST_FILE = "manifest.json"
+WEIGHTS_FILE = "weights.npz"
+N_FEATURES = 64
+PIXEL_MAX = 16.0
+ACTIVATIONS = ("identity", "logistic", "tanh", "relu")
+
+# Fields every manifest must carry; training adds more (metadata, metrics) that are passed through.
+_REQUIRED_FIELDS = {
+    "format_version": int,
+    "model_version": str,
+    "weights_sha256": str,
+    "layer_sizes": list,
+    "activation": str,
+    "latent_layer": int,
+}
+
+# A fixed timestamp for zip entries, so the same arrays always give the same bytes and sha256.
+_ZIP_DATE = (1980, 1, 1, 0, 0, 0)
+
+
+class ArtifactError(Exception):
+    """An artifact is missing, malformed, tampered with or inconsistent."""
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """A validated model artifact held in memory.
+
+    Parameters
+    ----------
+    scaler_min : ndarray of shape (64,)
+        Per-pixel minimum seen in training (pixel units).
+    scaler_scale : ndarray of shape (64,)
+        Per-pixel ``1 / (max - min)``, or 1 where a pixel was constant in training.
+    weights : list of ndarray
+        ``weights[i]`` has shape ``(layer_sizes[i], layer_sizes[i + 1])``.
+    biases : list of ndarray
+        ``biases[i]`` has shape ``(layer_sizes[i + 1],)``.
+    manifest : dict
+        The manifest; see :func:`save_artifact` for the fields.
+    """
+
+    scaler_min: NDArray[np.float64]
+    scaler_scale: NDArray[np.float64]
+    weights: list[NDArray[np.float64]]
+    biases: list[NDArray[np.float64]]
+    manifest: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def layer_sizes(self) -> list[int]:
+        return [int(self.weights[0].shape[0])] + [int(w.shape[1]) for w in self.weights]
+
+    @property
+    def activation(self) -> str:
+        return str(self.manifest["activation"])
+
+    @property
+    def latent_layer(self) -> int:
+        """Index into ``layer_sizes`` of the 2-unit bottleneck."""
+        return int(self.manifest["latent_layer"])
+
+    @property
+    def model_version(self) -> str:
+        return str(self.manifest["model_version"])
+
+    def arrays(self) -> dict[str, NDArray[np.float64]]:
+        """The arrays stored in ``weights.npz``, by name."""
+        out = {"scaler_min": self.scaler_min, "scaler_scale": self.scaler_scale}
+        for i, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
+            out[f"W{i}"] = w
+            out[f"b{i}"] = b
+        return out
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _write_npz(path: Path, arrays: Mapping[str, NDArray[np.float64]]) -> None:
+    # np.savez stamps zip entries with the current time; write entries ourselves with a fixed
+    # timestamp so that identical weights give an identical file (and model version).
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as zf:
+        for name in sorted(arrays):
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=_ZIP_DATE)
+            with zf.open(info, "w") as f:
+                np.lib.format.write_array(f, np.ascontiguousarray(arrays[name], dtype=np.float64))
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def save_artifact(
+    out_dir: Path | str,
+    artifact: Artifact,
+    extra_files: Mapping[str, Callable[[Path], None]] | None = None,
+) -> dict[str, Any]:
+    """Write an artifact to ``out_dir`` atomically and return the manifest written.
+
+    Parameters
+    ----------
+    out_dir : path
+        Target directory. It is replaced as a whole; its parent must exist or is created.
+    artifact : Artifact
+        Arrays plus a manifest holding at least ``activation`` and ``latent_layer``; any other
+        fields (training metadata, metrics) are written as given. ``format_version``,
+        ``layer_sizes``, ``weights_sha256`` and ``model_version`` are filled in here.
+    extra_files : mapping of file name to writer, optional
+        Extra files (e.g. a plot) written into the same directory before it is moved into place;
+        each writer is called with the target file path.
+    """
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    try:
+        weights_path = tmp / WEIGHTS_FILE
+        _write_npz(weights_path, artifact.arrays())
+        digest = sha256_file(weights_path)
+        manifest = {
+            **artifact.manifest,
+            "format_version": FORMAT_VERSION,
+            "model_version": digest[:12],
+            "weights_sha256": digest,
+            "layer_sizes": artifact.layer_sizes,
+        }
+        with open(tmp / MANIFEST_FILE, "w", encoding="utf-8") as f:
+            json.dump(manifest, f, indent=2, sort_keys=True)
+            f.write("\n")
+        for name, writer in (extra_files or {}).items():
+            writer(tmp / name)
+        for child in tmp.iterdir():
+            with open(child, "rb") as f:
+                os.fsync(f.fileno())
+        os.chmod(tmp, 0o755)
+        # Validate what we wrote with the same code the service uses before exposing it.
+        load_artifact(tmp)
+        old = None
+        if out_dir.exists():
+            old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
+            os.rename(out_dir, old)
+        os.rename(tmp, out_dir)
+        _fsync_dir(out_dir.parent)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+        return manifest
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _read_manifest(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ArtifactError(f"{path}: file not found") from None
+    except OSError as exc:
+        raise ArtifactError(f"{path}: cannot read ({exc.strerror})") from None
+    try:
+        manifest = json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ArtifactError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(manifest, dict):
+        raise ArtifactError(f"{path}: expected a JSON object")
+    version = manifest.get("format_version")
+    if version != FORMAT_VERSION:
+        raise ArtifactError(
+            f"{path}: format_version is {version!r}, this service reads {FORMAT_VERSION}"
+        )
+    for name, kind in _REQUIRED_FIELDS.items():
+        if not isinstance(manifest.get(name), kind):
+            raise ArtifactError(f"{path}: field {name!r} missing or not a {kind.__name__}")
+    sizes = manifest["layer_sizes"]
+    if (
+        len(sizes) < 3
+        or not all(isinstance(s, int) and s > 0 for s in sizes)
+        or sizes[0] != N_FEATURES
+        or sizes[-1] != N_FEATURES
+    ):
+        raise ArtifactError(f"{path}: layer_sizes must run from {N_FEATURES} to {N_FEATURES}")
+    latent = manifest["latent_layer"]
+    if not 0 < latent < len(sizes) - 1 or sizes[latent] != 2:
+        raise ArtifactError(f"{path}: latent_layer {latent} is not a 2-unit hidden layer")
+    if manifest["activation"] not in ACTIVATIONS:
+        raise ArtifactError(f"{path}: unknown activation {manifest['activation']!r}")
+    return manifest
+
+
+def _read_arrays(path: Path, names: list[str]) -> dict[str, NDArray[np.float64]]:
+    out: dict[str, NDArray[np.float64]] = {}
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            missing = sorted(set(names) - set(npz.files))
+            if missing:
+                raise ArtifactError(f"{path}: missing arrays {', '.join(missing)}")
+            for name in names:
+                array = npz[name]
+                if array.dtype.kind != "f":
+                    raise ArtifactError(f"{path}: array {name} has dtype {array.dtype}, not float")
+                out[name] = array.astype(np.float64, copy=False)
+    except ArtifactError:
+        raise
+    except ValueError as exc:
+        # Raised for object (pickled) arrays when allow_pickle=False, among others.
+        raise ArtifactError(f"{path}: unreadable array data ({exc})") from None
+    except (OSError, zipfile.BadZipFile, EOFError) as exc:
+        raise ArtifactError(f"{path}: not a readable .npz file ({exc})") from None
+    return out
+
+
+def load_artifact(model_dir: Path | str) -> Artifact:
+    """Read and verify an artifact directory.
+
+    Checks the format version, the sha256 of the weights file, every array's presence, dtype,
+    shape and finiteness. Never unpickles anything.
+
+    Raises
+    ------
+    ArtifactError
+        With a message naming the file and what is wrong.
+    """
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        raise ArtifactError(f"{model_dir}: model directory not found")
+    manifest = _read_manifest(model_dir / MANIFEST_FILE)
+    weights_path = model_dir / WEIGHTS_FILE
+    if not weights_path.is_file():
+        raise ArtifactError(f"{weights_path}: file not found")
+    digest = sha256_file(weights_path)
+    if digest != manifest["weights_sha256"]:
+        raise ArtifactError(
+            f"{weights_path}: sha256 {digest[:12]}… does not match the manifest's "
+            f"{manifest['weights_sha256'][:12]}… (file changed or corrupted)"
+        )
+    sizes: list[int] = manifest["layer_sizes"]
+    n_layers = len(sizes) - 1
+    expected: dict[str, tuple[int, ...]] = {
+        "scaler_min": (N_FEATURES,),
+        "scaler_scale": (N_FEATURES,),
+    }
+    for i in range(n_layers):
+        expected[f"W{i}"] = (sizes[i], sizes[i + 1])
+        expected[f"b{i}"] = (sizes[i + 1],)
+    arrays = _read_arrays(weights_path, list(expected))
+    for name, shape in expected.items():
+        if arrays[name].shape != shape:
+            raise ArtifactError(
+                f"{weights_path}: array {name} has shape {arrays[name].shape}, expected {shape}"
+            )
+        if not np.all(np.isfinite(arrays[name])):
+            raise ArtifactError(f"{weights_path}: array {name} contains NaN or infinity")
+    if np.any(arrays["scaler_scale"] <= 0):
+        raise ArtifactError(f"{weights_path}: scaler_scale must be positive")
+    return Artifact(
+        scaler_min=arrays["scaler_min"],
+        scaler_scale=arrays["scaler_scale"],
+        weights=[arrays[f"W{i}"] for i in range(n_layers)],
+        biases=[arrays[f"b{i}"] for i in range(n_layers)],
+        manifest=manifest,
+    )

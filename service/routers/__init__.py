@@ -1,0 +1,1 @@
+"""HTTP routes, one module per concern. Routes translate HTTP ⇄ arrays and nothing else."""

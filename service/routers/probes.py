@@ -1,0 +1,38 @@
+"""Probes and metadata: ``/healthz``, ``/readyz``, ``/model``."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+
+from service.dependencies import get_model
+from service.schemas import ErrorResponse, Health, ModelInfo
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["probes"])
+
+
+@router.get("/healthz", response_model=Health, summary="Liveness: the process answers")
+async def healthz() -> Health:
+    return Health(status="ok")
+
+
+@router.get(
+    "/readyz",
+    response_model=Health,
+    responses={503: {"model": ErrorResponse, "description": "Model not loaded yet."}},
+    summary="Readiness: the model is loaded",
+)
+async def readyz(request: Request) -> Health:
+    get_model(request)
+    return Health(status="ready")
+
+
+@router.get(
+    "/model",
+    response_model=ModelInfo,
+    responses={503: {"model": ErrorResponse, "description": "Model not loaded yet."}},
+    summary="The served model's manifest",
+)
+async def model_info(request: Request) -> ModelInfo:
+    return ModelInfo.model_validate(get_model(request).manifest)

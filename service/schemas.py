@@ -1,0 +1,108 @@
+"""Request and response shapes: the OpenAPI contract and the precise (slow-path) validator."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from service.artifact import N_FEATURES, PIXEL_MAX
+
+__all__ = [
+    "LATENT_LIMIT",
+    "DecodeRequest",
+    "DecodeResponse",
+    "EncodeRequest",
+    "EncodeResponse",
+    "ErrorResponse",
+    "Health",
+    "ModelInfo",
+    "ReconstructRequest",
+    "ReconstructResponse",
+]
+
+# Latent codes of real digits lie within a few units of 0; this bound only keeps arithmetic
+# in the decoder finite (no inf - inf) for absurd inputs.
+LATENT_LIMIT = 1e6
+
+Pixel = Annotated[float, Field(strict=True, ge=0, le=PIXEL_MAX, allow_inf_nan=False)]
+Vector = Annotated[list[Pixel], Field(min_length=N_FEATURES, max_length=N_FEATURES)]
+Coordinate = Annotated[
+    float, Field(strict=True, ge=-LATENT_LIMIT, le=LATENT_LIMIT, allow_inf_nan=False)
+]
+Code = Annotated[list[Coordinate], Field(min_length=2, max_length=2)]
+
+_EXAMPLE_VECTOR = [
+    0, 1, 6, 15, 12, 1, 0, 0, 0, 7, 16, 6, 6, 10, 0, 0, 0, 8, 16, 2, 0, 11, 2, 0, 0, 5, 16, 3, 0,
+    5, 7, 0, 0, 7, 13, 3, 0, 8, 7, 0, 0, 4, 12, 0, 1, 13, 5, 0, 0, 0, 14, 9, 15, 9, 0, 0, 0, 0, 6,
+    14, 7, 1, 0, 0,
+]  # fmt: skip
+_EXAMPLE_CODE = [0.42, -0.17]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class EncodeRequest(_Strict):
+    """Pixel vectors to encode: each 64 numbers in [0, 16], row-major 8×8."""
+
+    vectors: list[Vector] = Field(min_length=1, examples=[[_EXAMPLE_VECTOR]])
+
+
+class ReconstructRequest(EncodeRequest):
+    """Pixel vectors to reconstruct: each 64 numbers in [0, 16], row-major 8×8."""
+
+
+class DecodeRequest(_Strict):
+    """Latent codes to decode: each 2 finite numbers."""
+
+    latent: list[Code] = Field(min_length=1, examples=[[_EXAMPLE_CODE]])
+
+
+class EncodeResponse(BaseModel):
+    latent: list[list[float]] = Field(description="One (z1, z2) per input vector.")
+
+
+class DecodeResponse(BaseModel):
+    vectors: list[list[float]] = Field(description="One 64-pixel vector in [0, 16] per code.")
+
+
+class ReconstructResponse(BaseModel):
+    vectors: list[list[float]] = Field(description="decode(encode(x)) for each input vector.")
+    errors: list[float] = Field(
+        description="Mean squared reconstruction error per vector, in scaled [0, 1] units; "
+        "an anomaly score (real digits score low, scribbles high)."
+    )
+
+
+class ErrorItem(BaseModel):
+    loc: list[str | int] = Field(
+        description="Where the problem is, e.g. body, vectors, row, column."
+    )
+    msg: str
+    type: str
+
+
+class ErrorResponse(BaseModel):
+    detail: list[ErrorItem] | str
+
+
+class Health(BaseModel):
+    status: str
+
+
+class ModelInfo(BaseModel):
+    """The served artifact's manifest (public fields)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model_version: str
+    format_version: int
+    preset: str | None = None
+    layer_sizes: list[int]
+    activation: str
+    latent_layer: int
+    weights_sha256: str
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    training: dict[str, Any] = Field(default_factory=dict)

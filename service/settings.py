@@ -1,0 +1,43 @@
+"""Service settings, read from ``DIGITCODE_*`` environment variables."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings", "get_settings"]
+
+
+class Settings(BaseSettings):
+    """All service settings; each field ``name`` is read from ``DIGITCODE_NAME``."""
+
+    model_config = SettingsConfigDict(env_prefix="DIGITCODE_", extra="ignore")
+
+    model_dir: Path = Field(Path("models/default"), description="Artifact directory to serve.")
+    max_batch: int = Field(10_000, ge=1, description="Most vectors or codes in one request.")
+    max_body_bytes: int | None = Field(
+        None,
+        ge=1,
+        description="Largest request body accepted; default fits max_batch vectors of "
+        "full-precision floats in JSON.",
+    )
+    host: str = Field("127.0.0.1", description="Interface `python -m service` binds to.")
+    port: int = Field(8000, ge=0, le=65535, description="Port `python -m service` listens on.")
+    log_level: str = Field("info", description="uvicorn log level.")
+
+    @property
+    def body_limit(self) -> int:
+        """The effective body limit in bytes."""
+        if self.max_body_bytes is not None:
+            return self.max_body_bytes
+        # 64 numbers of up to 24 characters each ("0.123456789012345678, ") per row, plus slack.
+        return self.max_batch * 64 * 24 + 65_536
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings, read once from the environment."""
+    return Settings()

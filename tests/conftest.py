@@ -1,0 +1,88 @@
+"""Shared fixtures: sample rows, a tiny trained model, the app built on the committed model."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from sklearn.neural_network import MLPRegressor
+
+from service.app import create_app
+from service.artifact import save_artifact
+from service.model import Autoencoder, scale_pixels
+from service.settings import Settings
+from training.data import fit_minmax
+from training.train import mlp_to_artifact
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_MODEL = ROOT / "models" / "default"
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+
+def synthetic_digits(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Digit-like rows: per-class prototypes plus integer noise, in 0..16, labels 0..9.
+
+    Returns
+    -------
+    X : ndarray of shape (n, 64)
+    y : ndarray of shape (n,)
+    """
+    rng = np.random.default_rng(seed)
+    prototypes = rng.integers(0, 17, size=(10, 64)).astype(np.float64)
+    prototypes[:, [0, 8, 56]] = 0  # pixels constant in training, as in optdigits
+    y = np.arange(n) % 10
+    noise = rng.integers(-2, 3, size=(n, 64))
+    X = np.clip(prototypes[y] + noise, 0, 16)
+    X[:, [0, 8, 56]] = 0
+    return X, y
+
+
+def write_optdigits(path: Path, X: np.ndarray, y: np.ndarray) -> Path:
+    rows = np.column_stack([X, y]).astype(int)
+    np.savetxt(path, rows, fmt="%d", delimiter=",")
+    return path
+
+
+@pytest.fixture(scope="session")
+def sample_rows() -> np.ndarray:
+    """Ten distinct digit-like rows of shape (10, 64)."""
+    return synthetic_digits(10, seed=1)[0]
+
+
+@pytest.fixture(scope="session")
+def tiny_mlp() -> tuple[MLPRegressor, np.ndarray, np.ndarray, np.ndarray]:
+    """A small 64-8-2-8-64 tanh autoencoder fitted on synthetic rows, with its scaler and data."""
+    X, _ = synthetic_digits(200)
+    lo, scale = fit_minmax(X)
+    Xs = scale_pixels(X, lo, scale)
+    mlp = MLPRegressor(hidden_layer_sizes=(8, 2, 8), activation="tanh", max_iter=30, random_state=0)
+    mlp.fit(Xs, Xs)
+    return mlp, lo, scale, X
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, tiny_mlp) -> Path:
+    mlp, lo, scale, _ = tiny_mlp
+    out = tmp_path_factory.mktemp("models") / "tiny"
+    save_artifact(out, mlp_to_artifact(mlp, lo, scale, {"preset": "test"}))
+    return out
+
+
+@pytest.fixture(scope="session")
+def default_model() -> Autoencoder:
+    return Autoencoder.from_dir(DEFAULT_MODEL)
+
+
+@pytest.fixture
+def settings() -> Settings:
+    return Settings(model_dir=DEFAULT_MODEL, max_batch=50)
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[TestClient]:
+    """The app on the committed default model, started (lifespan run), max batch 50."""
+    with TestClient(create_app(settings)) as test_client:
+        yield test_client

@@ -1,0 +1,213 @@
+import json
+import pickle
+import shutil
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from service.artifact import (
+    FORMAT_VERSION,
+    MANIFEST_FILE,
+    WEIGHTS_FILE,
+    Artifact,
+    ArtifactError,
+    load_artifact,
+    save_artifact,
+    sha256_file,
+)
+
+
+def _copy(src: Path, tmp_path: Path) -> Path:
+    dst = tmp_path / "model"
+    shutil.copytree(src, dst)
+    return dst
+
+
+def _rewrite_manifest(model_dir: Path, **changes) -> None:
+    path = model_dir / MANIFEST_FILE
+    manifest = json.loads(path.read_text())
+    manifest.update(changes)
+    path.write_text(json.dumps(manifest))
+
+
+def _rewrite_weights(model_dir: Path, arrays: dict) -> None:
+    """Replace weights.npz and fix the manifest's sha256, so only the array check can fail."""
+    np.savez(model_dir / WEIGHTS_FILE, **arrays)
+    digest = sha256_file(model_dir / WEIGHTS_FILE)
+    _rewrite_manifest(model_dir, weights_sha256=digest)
+
+
+def _arrays(model_dir: Path) -> dict:
+    with np.load(model_dir / WEIGHTS_FILE) as npz:
+        return {name: npz[name] for name in npz.files}
+
+
+def test_round_trip_keeps_arrays_and_fills_manifest(tiny_model_dir, tiny_mlp):
+    mlp = tiny_mlp[0]
+    artifact = load_artifact(tiny_model_dir)
+    assert artifact.layer_sizes == [64, 8, 2, 8, 64]
+    assert artifact.latent_layer == 2
+    assert artifact.manifest["format_version"] == FORMAT_VERSION
+    assert artifact.manifest["weights_sha256"] == sha256_file(tiny_model_dir / WEIGHTS_FILE)
+    assert artifact.model_version == artifact.manifest["weights_sha256"][:12]
+    assert artifact.manifest["preset"] == "test"
+    for got, want in zip(artifact.weights, mlp.coefs_, strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_same_arrays_give_identical_bytes(tmp_path, tiny_model_dir):
+    artifact = load_artifact(tiny_model_dir)
+    a = save_artifact(tmp_path / "a", artifact)
+    b = save_artifact(tmp_path / "b", artifact)
+    assert a["weights_sha256"] == b["weights_sha256"]
+    assert (tmp_path / "a" / WEIGHTS_FILE).read_bytes() == (
+        tmp_path / "b" / WEIGHTS_FILE
+    ).read_bytes()
+
+
+def test_weights_file_is_pickle_free(tiny_model_dir):
+    with np.load(tiny_model_dir / WEIGHTS_FILE, allow_pickle=False) as npz:
+        assert all(npz[name].dtype == np.float64 for name in npz.files)
+
+
+def test_missing_directory_is_named(tmp_path):
+    with pytest.raises(ArtifactError, match="nowhere: model directory not found"):
+        load_artifact(tmp_path / "nowhere")
+
+
+def test_missing_manifest(tmp_path, tiny_model_dir):
+    model = _copy(tiny_model_dir, tmp_path)
+    (model / MANIFEST_FILE).unlink()
+    with pytest.raises(ArtifactError, match=r"manifest\.json: file not found"):
+        load_artifact(model)
+
+
+def test_manifest_not_json(tmp_path, tiny_model_dir):
+    model = _copy(tiny_model_dir, tmp_path)
+    (model / MANIFEST_FILE).write_text("{not json")
+    with pytest.raises(ArtifactError, match=r"manifest\.json: not valid JSON"):
+        load_artifact(model)
+
+
+def test_wrong_format_version(tmp_path, tiny_model_dir):
+    model = _copy(tiny_model_dir, tmp_path)
+    _rewrite_manifest(model, format_version=99)
+    with pytest.raises(ArtifactError, match="format_version is 99"):
+        load_artifact(model)
+
+
+def test_tampered_weights_fail_sha256(tmp_path, tiny_model_dir):
+    model = _copy(tiny_model_dir, tmp_path)
+    data = bytearray((model / WEIGHTS_FILE).read_bytes())
+    data[-100] ^= 0xFF
+    (model / WEIGHTS_FILE).write_bytes(bytes(data))
+    with pytest.raises(ArtifactError, match=r"weights\.npz: sha256 .* does not match"):
+        load_artifact(model)
+
+
+def test_truncated_weights(tmp_path, tiny_model_dir):
+    model = _copy(tiny_model_dir, tmp_path)
+    data = (model / WEIGHTS_FILE).read_bytes()
+    (model / WEIGHTS_FILE).write_bytes(data[: len(data) // 2])
+    _rewrite_manifest(model, weights_sha256=sha256_file(model / WEIGHTS_FILE))
+    with pytest.raises(ArtifactError, match=r"weights\.npz: not a readable \.npz file"):
+        load_artifact(model)
+
+
+def test_wrong_shape(tmp_path, tiny_model_dir):
+    model = _copy(tiny_model_dir, tmp_path)
+    arrays = _arrays(model)
+    arrays["W1"] = np.zeros((8, 3))
+    _rewrite_weights(model, arrays)
+    with pytest.raises(ArtifactError, match=r"array W1 has shape \(8, 3\), expected \(8, 2\)"):
+        load_artifact(model)
+
+
+def test_non_finite_weights(tmp_path, tiny_model_dir):
+    model = _copy(tiny_model_dir, tmp_path)
+    arrays = _arrays(model)
+    arrays["b0"][3] = np.nan
+    _rewrite_weights(model, arrays)
+    with pytest.raises(ArtifactError, match="array b0 contains NaN or infinity"):
+        load_artifact(model)
+
+
+def test_pickled_array_is_refused_without_unpickling(tmp_path, tiny_model_dir):
+    model = _copy(tiny_model_dir, tmp_path)
+    arrays = _arrays(model)
+    sentinel = tmp_path / "pwned"
+    arrays["W0"] = np.array([_Exploit(str(sentinel))], dtype=object)
+    _rewrite_weights(model, arrays)
+    with pytest.raises(ArtifactError, match="unreadable array data"):
+        load_artifact(model)
+    assert not sentinel.exists()
+
+
+class _Exploit:
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_missing_array(tmp_path, tiny_model_dir):
+    model = _copy(tiny_model_dir, tmp_path)
+    arrays = _arrays(model)
+    del arrays["b2"]
+    _rewrite_weights(model, arrays)
+    with pytest.raises(ArtifactError, match="missing arrays b2"):
+        load_artifact(model)
+
+
+def test_failed_write_leaves_previous_model_intact(tmp_path, tiny_model_dir):
+    target = _copy(tiny_model_dir, tmp_path)
+    before = load_artifact(target).model_version
+    artifact = load_artifact(tiny_model_dir)
+    changed = Artifact(
+        scaler_min=artifact.scaler_min,
+        scaler_scale=artifact.scaler_scale,
+        weights=[w + 1.0 for w in artifact.weights],
+        biases=artifact.biases,
+        manifest=artifact.manifest,
+    )
+
+    def broken_plot(path: Path) -> None:
+        raise KeyboardInterrupt  # as if the run were interrupted mid-write
+
+    with pytest.raises(KeyboardInterrupt):
+        save_artifact(target, changed, {"latent.png": broken_plot})
+    assert load_artifact(target).model_version == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]  # no temporary left behind
+
+
+def test_save_replaces_existing_model(tmp_path, tiny_model_dir):
+    target = _copy(tiny_model_dir, tmp_path)
+    artifact = load_artifact(tiny_model_dir)
+    changed = Artifact(
+        scaler_min=artifact.scaler_min,
+        scaler_scale=artifact.scaler_scale,
+        weights=[w * 0.5 for w in artifact.weights],
+        biases=artifact.biases,
+        manifest=artifact.manifest,
+    )
+    written = save_artifact(target, changed)
+    assert load_artifact(target).model_version == written["model_version"]
+    assert written["model_version"] != artifact.model_version
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+
+def test_zip_entries_have_fixed_timestamps(tiny_model_dir):
+    with zipfile.ZipFile(tiny_model_dir / WEIGHTS_FILE) as zf:
+        assert {info.date_time for info in zf.infolist()} == {(1980, 1, 1, 0, 0, 0)}
+
+
+def test_pickle_module_unused_on_load(monkeypatch, tiny_model_dir):
+    def refuse(*args, **kwargs):
+        raise AssertionError("pickle used while loading an artifact")
+
+    monkeypatch.setattr(pickle, "loads", refuse)
+    monkeypatch.setattr(pickle, "load", refuse)
+    assert load_artifact(tiny_model_dir).layer_sizes[0] == 64

@@ -1,0 +1,38 @@
+"""``python -m service`` refuses a bad model directory with one clear line."""
+
+import os
+import shutil
+import subprocess
+import sys
+
+from tests.conftest import ROOT
+
+
+def _serve(model_dir) -> subprocess.CompletedProcess:
+    env = {**os.environ, "DIGITCODE_MODEL_DIR": str(model_dir), "DIGITCODE_PORT": "0"}
+    return subprocess.run(
+        [sys.executable, "-m", "service"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_missing_model_dir_exits_with_one_line(tmp_path):
+    result = _serve(tmp_path / "absent")
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert lines == [f"digitcode: cannot serve: {tmp_path / 'absent'}: model directory not found"]
+
+
+def test_corrupted_model_exits_with_one_line(tmp_path, tiny_model_dir):
+    model = tmp_path / "m"
+    shutil.copytree(tiny_model_dir, model)
+    (model / "weights.npz").write_bytes(b"garbage")
+    result = _serve(model)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert "weights.npz: sha256" in lines[0] and "does not match" in lines[0]

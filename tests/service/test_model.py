@@ -1,0 +1,95 @@
+import numpy as np
+import pytest
+from sklearn.neural_network._base import ACTIVATIONS
+
+from service.artifact import load_artifact
+from service.model import Autoencoder, scale_pixels, unscale_pixels
+
+
+def _sklearn_hidden(mlp, Xs: np.ndarray, layer: int) -> np.ndarray:
+    """Hidden activation ``layer`` (1-based into layer_sizes) using scikit-learn's own functions."""
+    h = Xs
+    for W, b in zip(mlp.coefs_[:layer], mlp.intercepts_[:layer], strict=True):
+        h = h @ W + b
+        ACTIVATIONS[mlp.activation](h)  # in place, as scikit-learn applies it
+    return h
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_mlp, tiny_model_dir):
+    return Autoencoder.from_dir(tiny_model_dir)
+
+
+def test_reconstruction_equals_sklearn_predict(tiny, tiny_mlp):
+    mlp, lo, scale, X = tiny_mlp
+    Xs = scale_pixels(X, lo, scale)
+    X_hat, errors = tiny.reconstruct(X)
+    expected = mlp.predict(Xs)
+    np.testing.assert_allclose(tiny._decode_scaled(tiny._encode_scaled(Xs)), expected, atol=1e-9)
+    np.testing.assert_allclose(X_hat, unscale_pixels(expected, lo, scale), atol=1e-9)
+    np.testing.assert_allclose(errors, np.mean((expected - Xs) ** 2, axis=1), atol=1e-9)
+
+
+def test_latent_equals_sklearn_hidden_activation(tiny, tiny_mlp):
+    mlp, lo, scale, X = tiny_mlp
+    Z = tiny.encode(X)
+    assert Z.shape == (len(X), 2)
+    np.testing.assert_allclose(Z, _sklearn_hidden(mlp, scale_pixels(X, lo, scale), 2), atol=1e-9)
+
+
+def test_logistic_preset_matches_sklearn(tmp_path):
+    from sklearn.neural_network import MLPRegressor
+
+    from service.artifact import save_artifact
+    from tests.conftest import synthetic_digits
+    from training.data import fit_minmax
+    from training.train import mlp_to_artifact
+
+    X, _ = synthetic_digits(100)
+    lo, scale = fit_minmax(X)
+    Xs = scale_pixels(X, lo, scale)
+    mlp = MLPRegressor(hidden_layer_sizes=(2,), activation="logistic", max_iter=20, random_state=1)
+    mlp.fit(Xs, Xs)
+    save_artifact(tmp_path / "seed", mlp_to_artifact(mlp, lo, scale, {}))
+    model = Autoencoder.from_dir(tmp_path / "seed")
+    np.testing.assert_allclose(
+        model._decode_scaled(model._encode_scaled(Xs)), mlp.predict(Xs), atol=1e-9
+    )
+    np.testing.assert_allclose(model.encode(X), _sklearn_hidden(mlp, Xs, 1), atol=1e-9)
+
+
+def test_decode_of_encode_equals_reconstruct(default_model, sample_rows):
+    X_hat, _ = default_model.reconstruct(sample_rows)
+    np.testing.assert_array_equal(default_model.decode(default_model.encode(sample_rows)), X_hat)
+
+
+def test_outputs_are_clipped_to_pixel_range(default_model):
+    far = np.array([[50.0, -50.0], [-1e6, 1e6]])
+    X = default_model.decode(far)
+    assert X.shape == (2, 64)
+    assert X.min() >= 0.0 and X.max() <= 16.0
+
+
+def test_scaling_clips_unseen_values_and_survives_constant_pixels(tiny_model_dir):
+    artifact = load_artifact(tiny_model_dir)
+    X = np.full((1, 64), 16.0)
+    Xs = scale_pixels(X, artifact.scaler_min, artifact.scaler_scale)
+    assert np.all(np.isfinite(Xs))
+    assert Xs.min() >= 0.0 and Xs.max() <= 1.0
+    # pixel 0 is constant (0) in the tiny model's training data: scale 1, clipped to 1
+    assert artifact.scaler_scale[0] == 1.0
+    assert Xs[0, 0] == 1.0
+
+
+def test_noise_scores_far_above_real_digits(default_model):
+    from tests.conftest import SHARED_DATA
+
+    path = SHARED_DATA / "optdigits.tes"
+    if not path.exists():
+        pytest.skip(f"{path} not present")
+    digits = np.loadtxt(path, delimiter=",")[:200, :64]
+    noise = np.random.default_rng(0).integers(0, 17, size=(200, 64)).astype(float)
+    _, digit_err = default_model.reconstruct(digits)
+    _, noise_err = default_model.reconstruct(noise)
+    assert np.median(noise_err) > 3 * np.median(digit_err)
+    assert np.mean(digit_err) < 0.05

@@ -1,0 +1,45 @@
+import numpy as np
+import pytest
+
+from tests.conftest import synthetic_digits, write_optdigits
+from training.data import DataError, fit_minmax, load_optdigits
+
+
+def test_load_reads_pixels_and_labels(tmp_path):
+    X, y = synthetic_digits(30)
+    got_X, got_y = load_optdigits(write_optdigits(tmp_path / "d.tra", X, y))
+    assert got_X.shape == (30, 64) and got_y.shape == (30,)
+    np.testing.assert_array_equal(got_X, X)
+    np.testing.assert_array_equal(got_y, y)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("1,2,3\n", "expected 65 columns"),
+        (",".join(["17"] * 64 + ["1"]) + "\n", "pixel values must be integers in 0..16"),
+        (",".join(["1"] * 64 + ["12"]) + "\n", "labels must be integers in 0..9"),
+        ("a,b\n", "not a comma-separated numeric file"),
+        ("", "no rows"),
+    ],
+)
+def test_load_refuses_bad_files(tmp_path, text, message):
+    path = tmp_path / "bad.tra"
+    path.write_text(text)
+    with pytest.raises(DataError, match=message):
+        load_optdigits(path)
+
+
+def test_load_missing_file(tmp_path):
+    with pytest.raises(DataError, match="file not found"):
+        load_optdigits(tmp_path / "absent.tra")
+
+
+def test_minmax_maps_training_range_to_unit_interval():
+    X = np.array([[0.0, 2.0, 5.0], [4.0, 2.0, 15.0], [2.0, 2.0, 10.0]])
+    lo, scale = fit_minmax(X)
+    np.testing.assert_array_equal(lo, [0.0, 2.0, 5.0])
+    np.testing.assert_array_equal(scale, [0.25, 1.0, 0.1])  # constant column: scale 1, no 1/0
+    Xs = (X - lo) * scale
+    np.testing.assert_array_equal(Xs.min(axis=0), [0.0, 0.0, 0.0])
+    np.testing.assert_array_equal(Xs.max(axis=0), [1.0, 0.0, 1.0])

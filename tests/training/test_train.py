@@ -1,0 +1,91 @@
+import json
+
+import numpy as np
+import pytest
+
+from service.artifact import WEIGHTS_FILE, load_artifact
+from service.model import Autoencoder
+from tests.conftest import synthetic_digits, write_optdigits
+from training.train import PRESETS, main
+
+
+@pytest.fixture(scope="module")
+def data_file(tmp_path_factory):
+    X, y = synthetic_digits(300, seed=3)
+    return write_optdigits(tmp_path_factory.mktemp("data") / "synthetic.tra", X, y)
+
+
+def _train(data_file, out, *extra):
+    return main(["--train", str(data_file), "--out", str(out), "--no-progress", *extra])
+
+
+@pytest.fixture(scope="module")
+def trained(data_file, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "model"
+    assert _train(data_file, out, "--epochs", "15", "--seed", "7") == 0
+    return out
+
+
+def test_writes_a_loadable_artifact_with_metadata(trained, data_file):
+    artifact = load_artifact(trained)
+    manifest = artifact.manifest
+    assert artifact.layer_sizes == [64, *PRESETS["default"].hidden_layer_sizes, 64]
+    assert artifact.activation == "tanh"
+    assert manifest["preset"] == "default" and manifest["seed"] == 7
+    training = manifest["training"]
+    assert training["data_file"] == "synthetic.tra"
+    assert training["rows_total"] == 300
+    assert training["rows_validation"] == 45 and training["rows_train"] == 255
+    assert 1 <= training["best_epoch"] <= training["epochs_run"] <= 15
+    assert manifest["metrics"]["validation_mse"] > 0
+    assert (
+        "--seed 7" in manifest["rebuild_command"] and "--epochs 15" in manifest["rebuild_command"]
+    )
+    assert str(data_file.parent) not in json.dumps(manifest)  # no machine paths
+    assert (trained / "latent.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_validation_mse_matches_the_served_model(trained, data_file):
+    from sklearn.model_selection import train_test_split
+
+    from training.data import load_optdigits
+
+    X, y = load_optdigits(data_file)
+    _, X_val = train_test_split(X, test_size=0.15, stratify=y, shuffle=True, random_state=7)
+    _, errors = Autoencoder.from_dir(trained).reconstruct(X_val)
+    manifest = load_artifact(trained).manifest
+    assert np.mean(errors) == pytest.approx(manifest["metrics"]["validation_mse"], rel=1e-9)
+
+
+def test_same_seed_same_weights(trained, data_file, tmp_path):
+    assert _train(data_file, tmp_path / "again", "--epochs", "15", "--seed", "7") == 0
+    assert (tmp_path / "again" / WEIGHTS_FILE).read_bytes() == (trained / WEIGHTS_FILE).read_bytes()
+
+
+def test_other_seed_other_weights(trained, data_file, tmp_path):
+    assert _train(data_file, tmp_path / "other", "--epochs", "15", "--seed", "8") == 0
+    assert load_artifact(tmp_path / "other").model_version != load_artifact(trained).model_version
+
+
+def test_seed_preset_is_the_64_2_64_sigmoid_net(data_file, tmp_path):
+    assert _train(data_file, tmp_path / "seed", "--preset", "seed", "--epochs", "5") == 0
+    artifact = load_artifact(tmp_path / "seed")
+    assert artifact.layer_sizes == [64, 2, 64]
+    assert artifact.activation == "logistic"
+    assert artifact.latent_layer == 1
+
+
+def test_prints_summary(data_file, tmp_path, capsys):
+    assert _train(data_file, tmp_path / "m", "--epochs", "3") == 0
+    out = capsys.readouterr().out
+    assert "validation MSE (scaled units):" in out
+    assert "PCA-2 validation MSE:" in out
+    assert "training time:" in out
+    assert f"artifact:                      {tmp_path / 'm'}" in out
+
+
+def test_bad_arguments_exit_2(data_file, tmp_path, capsys):
+    assert _train(tmp_path / "absent.tra", tmp_path / "m") == 2
+    assert "absent.tra: file not found" in capsys.readouterr().err
+    assert _train(data_file, tmp_path / "m", "--epochs", "0") == 2
+    assert not (tmp_path / "m").exists()

@@ -1,0 +1,1 @@
+"""Training for digitcode: data loading, the autoencoder fit, and evaluation."""

@@ -1,0 +1,72 @@
+"""Reading the UCI optdigits files and fitting the pixel scaler."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import NDArray
+
+from service.artifact import N_FEATURES, PIXEL_MAX
+
+__all__ = ["DataError", "fit_minmax", "load_optdigits"]
+
+
+class DataError(ValueError):
+    """A data file is missing or not in the optdigits format."""
+
+
+def load_optdigits(path: Path | str) -> tuple[NDArray[np.float64], NDArray[np.int64]]:
+    """Read an optdigits file.
+
+    Parameters
+    ----------
+    path : path
+        A file of comma-separated integer rows: 64 pixels in 0..16, then the label 0..9.
+
+    Returns
+    -------
+    X : ndarray of shape (n, 64)
+        Pixel values as float64.
+    y : ndarray of shape (n,)
+        Digit labels.
+    """
+    path = Path(path)
+    try:
+        data = np.loadtxt(path, delimiter=",", dtype=np.float64, ndmin=2)
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except ValueError as exc:
+        raise DataError(f"{path}: not a comma-separated numeric file ({exc})") from None
+    if data.shape[0] == 0:
+        raise DataError(f"{path}: no rows")
+    if data.shape[1] != N_FEATURES + 1:
+        raise DataError(
+            f"{path}: expected {N_FEATURES + 1} columns (64 pixels + label), got {data.shape[1]}"
+        )
+    X, labels = data[:, :N_FEATURES], data[:, N_FEATURES]
+    if np.any(X < 0) or np.any(X > PIXEL_MAX) or np.any(np.round(X) != X):
+        raise DataError(f"{path}: pixel values must be integers in 0..16")
+    if np.any(labels != np.round(labels)) or np.any((labels < 0) | (labels > 9)):
+        raise DataError(f"{path}: labels must be integers in 0..9")
+    return X, labels.astype(np.int64)
+
+
+def fit_minmax(X: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Fit a min-max scaler to [0, 1].
+
+    Parameters
+    ----------
+    X : ndarray of shape (n, 64)
+        Training rows.
+
+    Returns
+    -------
+    scaler_min, scaler_scale : ndarray of shape (64,)
+        ``(X - scaler_min) * scaler_scale`` maps the training range onto [0, 1]. Pixels that are
+        constant in training get scale 1 instead of dividing by zero.
+    """
+    lo = X.min(axis=0)
+    span = X.max(axis=0) - lo
+    scale = np.where(span > 0, 1.0 / np.where(span > 0, span, 1.0), 1.0)
+    return lo.astype(np.float64), scale.astype(np.float64)
