@@ -113,7 +113,8 @@ class Autoencoder:
             h = self._act(h @ W + b)
         return h
 
-    def _decode_scaled(self, Z: Array) -> Array:
+    def _network_output(self, Z: Array) -> Array:
+        # The raw linear output layer, as scikit-learn's predict gives it.
         h = Z
         last = len(self._decoder) - 1
         for i, (W, b) in enumerate(self._decoder):
@@ -121,6 +122,10 @@ class Autoencoder:
             if i != last:
                 h = self._act(h)
         return h
+
+    def _decode_scaled(self, Z: Array) -> Array:
+        # Reconstructions stay within the range seen in training ([0, 1] in scaled units).
+        return np.clip(self._network_output(Z), 0.0, 1.0)
 
     def encode(self, X: Array) -> Array:
         """Latent codes of pixel vectors.
@@ -146,7 +151,7 @@ class Autoencoder:
         Returns
         -------
         X : ndarray of shape (n, 64)
-            Pixel values, clipped to [0, 16].
+            Pixel values, clipped to each pixel's training range (within [0, 16]).
         """
         return unscale_pixels(self._decode_scaled(Z), self._min, self._scale)
 
@@ -164,7 +169,7 @@ class Autoencoder:
             ``decode(encode(X))``, pixel values clipped to [0, 16].
         errors : ndarray of shape (n,)
             Mean squared error per vector in scaled [0, 1] units, between the scaled input and
-            the network's output: the training loss, and an anomaly score.
+            its reconstruction: an anomaly score.
         """
         Xs = scale_pixels(X, self._min, self._scale)
         Ys = self._decode_scaled(self._encode_scaled(Xs))

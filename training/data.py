@@ -9,7 +9,7 @@ from numpy.typing import NDArray
 
 from service.artifact import N_FEATURES, PIXEL_MAX
 
-__all__ = ["DataError", "fit_minmax", "load_optdigits"]
+__all__ = ["DataError", "fit_minmax", "load_optdigits", "split_train_validation"]
 
 
 class DataError(ValueError):
@@ -70,3 +70,22 @@ def fit_minmax(X: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[np.
     span = X.max(axis=0) - lo
     scale = np.where(span > 0, 1.0 / np.where(span > 0, span, 1.0), 1.0)
     return lo.astype(np.float64), scale.astype(np.float64)
+
+
+def split_train_validation(
+    X: NDArray[np.float64], y: NDArray[np.int64], fraction: float, seed: int
+) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.int64], NDArray[np.int64]]:
+    """The stratified, shuffled hold-out split used by training and evaluation alike.
+
+    Returns
+    -------
+    X_fit : ndarray of shape (n - n_val, 64)
+    X_val : ndarray of shape (n_val, 64)
+    y_fit, y_val : ndarray of shape (n - n_val,) and (n_val,)
+    """
+    from sklearn.model_selection import train_test_split
+
+    X_fit, X_val, y_fit, y_val = train_test_split(
+        X, y, test_size=fraction, stratify=y, shuffle=True, random_state=seed
+    )
+    return X_fit, X_val, y_fit, y_val

@@ -9,44 +9,68 @@ from __future__ import annotations
 
 import argparse
 import copy
+import os
 import platform
 import sys
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from multiprocessing import Manager
 from pathlib import Path
+from queue import Empty
 from typing import Any
 
 import numpy as np
 import sklearn
+from joblib import Parallel, delayed
 from numpy.typing import NDArray
 from sklearn.decomposition import PCA
-from sklearn.model_selection import train_test_split
 from sklearn.neural_network import MLPRegressor
+from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
 from service.artifact import Artifact, ArtifactError, save_artifact, sha256_file
 from service.model import Autoencoder, scale_pixels
-from training.data import DataError, fit_minmax, load_optdigits
+from training.data import DataError, fit_minmax, load_optdigits, split_train_validation
 from training.plot import plot_latent
 
-__all__ = ["PRESETS", "Preset", "TrainResult", "main", "mlp_to_artifact", "train_autoencoder"]
+__all__ = [
+    "PRESETS",
+    "Preset",
+    "TrainResult",
+    "Trained",
+    "main",
+    "mlp_to_artifact",
+    "train_autoencoder",
+    "train_preset",
+    "train_seeds",
+]
 
 Array = NDArray[np.float64]
 
 
 @dataclass(frozen=True)
 class Preset:
-    """Network shape and optimiser settings for one kind of model."""
+    """Network shape and optimiser settings for one kind of model.
+
+    ``lr_decay`` is the learning rate's final fraction: the Adam step size falls geometrically
+    from ``learning_rate_init`` to ``learning_rate_init * lr_decay`` over ``epochs``. ``n_seeds``
+    networks (seeds ``seed, seed + 1, ...``) are trained in parallel and the one with the best
+    validation loss is kept.
+    """
 
     hidden_layer_sizes: tuple[int, ...]
     activation: str
     epochs: int
     learning_rate_init: float = 1e-3
+    lr_decay: float = 1.0
     batch_size: int = 64
     alpha: float = 1e-6
     patience: int = 50
+    n_seeds: int = 1
+    float32: bool = False
     description: str = ""
 
 
@@ -77,13 +101,17 @@ class TrainResult:
     ----------
     mlp : MLPRegressor
         Holds the weights of the epoch with the best validation loss.
+    seed : int
+        The seed that produced it.
     best_epoch : int
         1-based epoch whose weights were kept.
-    history : list of (train_mse, val_mse)
-        Per-epoch MSE in scaled units.
+    history : list of (train_loss, val_mse)
+        Per epoch: scikit-learn's training loss (half the MSE plus the L2 penalty) and the
+        validation MSE of the clipped reconstruction, in scaled units.
     """
 
     mlp: MLPRegressor
+    seed: int
     best_epoch: int
     history: list[tuple[float, float]] = field(default_factory=list)
 
@@ -92,8 +120,8 @@ class TrainResult:
         return self.history[self.best_epoch - 1][1]
 
 
-def _mse(mlp: MLPRegressor, Xs: Array) -> float:
-    return float(np.mean((mlp.predict(Xs) - Xs) ** 2))
+def _val_mse(mlp: MLPRegressor, Xs: Array) -> float:
+    return float(np.mean((np.clip(mlp.predict(Xs), 0.0, 1.0) - Xs) ** 2))
 
 
 def train_autoencoder(
@@ -102,7 +130,7 @@ def train_autoencoder(
     preset: Preset,
     seed: int,
     epochs: int | None = None,
-    progress: bool = True,
+    report: Callable[[int, int, float], None] | None = None,
 ) -> TrainResult:
     """Fit an ``MLPRegressor`` autoencoder X→X epoch by epoch, keeping the best on validation.
 
@@ -118,9 +146,12 @@ def train_autoencoder(
         Seeds weight initialisation and per-epoch shuffling.
     epochs : int, optional
         Maximum number of epochs (default: the preset's).
-    progress : bool
-        Show a progress bar with train/validation loss.
+    report : callable, optional
+        Called after every epoch with ``(seed, epoch, val_mse)``.
     """
+    dtype = np.float32 if preset.float32 else np.float64
+    X_fit: Array = Xs_train.astype(dtype)
+    X_val: Array = Xs_val.astype(dtype)
     mlp = MLPRegressor(
         hidden_layer_sizes=preset.hidden_layer_sizes,
         activation=preset.activation,
@@ -134,20 +165,99 @@ def train_autoencoder(
     n_epochs = preset.epochs if epochs is None else epochs
     history: list[tuple[float, float]] = []
     best: tuple[float, int, Any, Any] | None = None
-    bar = tqdm(range(n_epochs), desc="training", unit="epoch", disable=not progress, leave=True)
-    for epoch in bar:
-        mlp.partial_fit(Xs_train, Xs_train)
-        train_mse, val_mse = _mse(mlp, Xs_train), _mse(mlp, Xs_val)
-        history.append((train_mse, val_mse))
+    for epoch in range(n_epochs):
+        if epoch and hasattr(mlp, "_optimizer"):
+            # scikit-learn has no schedule for Adam; its optimiser reads this on every step.
+            mlp._optimizer.learning_rate_init = preset.learning_rate_init * (
+                preset.lr_decay ** (epoch / max(n_epochs - 1, 1))
+            )
+        mlp.partial_fit(X_fit, X_fit)
+        val_mse = _val_mse(mlp, X_val)
+        history.append((float(mlp.loss_), val_mse))
         if best is None or val_mse < best[0]:
             best = (val_mse, epoch + 1, copy.deepcopy(mlp.coefs_), copy.deepcopy(mlp.intercepts_))
-        bar.set_postfix(train=f"{train_mse:.4f}", val=f"{val_mse:.4f}", best=f"{best[0]:.4f}")
+        if report is not None:
+            report(seed, epoch + 1, val_mse)
         if epoch + 1 - best[1] >= preset.patience:
             break
-    bar.close()
     assert best is not None, "epochs must be at least 1"
     mlp.coefs_, mlp.intercepts_ = best[2], best[3]
-    return TrainResult(mlp=mlp, best_epoch=best[1], history=history)
+    return TrainResult(mlp=mlp, seed=seed, best_epoch=best[1], history=history)
+
+
+def _train_one(
+    Xs_train: Array, Xs_val: Array, preset: Preset, seed: int, epochs: int | None, queue: Any
+) -> TrainResult:
+    # One BLAS thread per worker: the seeds themselves are the parallelism.
+    with threadpool_limits(limits=1):
+        return train_autoencoder(
+            Xs_train, Xs_val, preset, seed, epochs, lambda s, e, v: queue.put((s, e, v))
+        )
+
+
+def train_seeds(
+    Xs_train: Array,
+    Xs_val: Array,
+    preset: Preset,
+    seed: int,
+    epochs: int | None = None,
+    progress: bool = True,
+) -> TrainResult:
+    """Train ``preset.n_seeds`` networks in parallel (joblib) and keep the best on validation.
+
+    A progress bar counts epochs over all seeds and shows the best validation MSE so far.
+    """
+    seeds = [seed + i for i in range(preset.n_seeds)]
+    n_epochs = preset.epochs if epochs is None else epochs
+    bar = tqdm(total=n_epochs * len(seeds), desc="training", unit="epoch", disable=not progress)
+    best_val = float("inf")
+
+    def show(s: int, epoch: int, val_mse: float) -> None:
+        nonlocal best_val
+        best_val = min(best_val, val_mse)
+        bar.update(1)
+        bar.set_postfix(seed=s, epoch=epoch, val=f"{val_mse:.4f}", best=f"{best_val:.4f}")
+
+    try:
+        if len(seeds) == 1:
+            results = [train_autoencoder(Xs_train, Xs_val, preset, seed, epochs, show)]
+        else:
+            results = _parallel(Xs_train, Xs_val, preset, seeds, epochs, show)
+    finally:
+        bar.close()
+    return min(results, key=lambda r: (r.best_val_mse, r.seed))
+
+
+def _parallel(
+    Xs_train: Array,
+    Xs_val: Array,
+    preset: Preset,
+    seeds: list[int],
+    epochs: int | None,
+    show: Callable[[int, int, float], None],
+) -> list[TrainResult]:
+    with Manager() as manager:
+        queue = manager.Queue()
+        results: list[TrainResult] = []
+
+        def run() -> None:
+            results.extend(
+                Parallel(n_jobs=min(len(seeds), os.cpu_count() or 1))(
+                    delayed(_train_one)(Xs_train, Xs_val, preset, s, epochs, queue) for s in seeds
+                )
+            )
+
+        worker = threading.Thread(target=run, daemon=True)
+        worker.start()
+        while worker.is_alive() or not queue.empty():
+            try:
+                show(*queue.get(timeout=0.1))
+            except Empty:
+                continue
+        worker.join()
+    if len(results) != len(seeds):
+        raise RuntimeError("a training worker failed")
+    return results
 
 
 def mlp_to_artifact(
@@ -201,6 +311,90 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+@dataclass
+class Trained:
+    """Everything one training run produced: the artifact and what the report needs."""
+
+    artifact: Artifact
+    result: TrainResult
+    seconds: float
+    X_val: Array
+    y_val: NDArray[np.int64]
+    pca2_val_mse: float
+
+
+def train_preset(
+    X: Array,
+    y: NDArray[np.int64],
+    preset_name: str,
+    seed: int,
+    epochs: int | None = None,
+    validation_fraction: float = 0.15,
+    progress: bool = False,
+    provenance: dict[str, Any] | None = None,
+) -> Trained:
+    """Split, scale, train a preset and package the best network as an artifact.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n, 64)
+        All rows of the training file (pixel units); the scaler is fitted on them.
+    y : ndarray of shape (n,)
+        Labels, for the stratified validation split and the plot.
+    preset_name : str
+        A key of :data:`PRESETS`.
+    seed : int
+        Seeds the split, the weights and the shuffling.
+    provenance : dict, optional
+        Extra manifest fields (data file, rebuild command).
+    """
+    preset = PRESETS[preset_name]
+    X_fit, X_val, _, y_val = split_train_validation(X, y, validation_fraction, seed)
+    scaler_min, scaler_scale = fit_minmax(X)
+    Xs_fit = scale_pixels(X_fit, scaler_min, scaler_scale)
+    Xs_val = scale_pixels(X_val, scaler_min, scaler_scale)
+    started = time.perf_counter()
+    result = train_seeds(Xs_fit, Xs_val, preset, seed, epochs, progress)
+    seconds = time.perf_counter() - started
+    pca2 = pca_mse(Xs_fit, Xs_val)
+    provenance = provenance or {}
+    manifest = {
+        "preset": preset_name,
+        "seed": seed,
+        "created_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        **provenance,
+        "training": {
+            **provenance.get("training", {}),
+            "rows_total": len(X),
+            "rows_train": len(X_fit),
+            "rows_validation": len(X_val),
+            "validation_fraction": validation_fraction,
+            "split_seed": seed,
+            "seeds_tried": preset.n_seeds,
+            "chosen_seed": result.seed,
+            "epochs_run": len(result.history),
+            "best_epoch": result.best_epoch,
+            "batch_size": preset.batch_size,
+            "learning_rate_init": preset.learning_rate_init,
+            "lr_decay": preset.lr_decay,
+            "alpha": preset.alpha,
+            "float32": preset.float32,
+        },
+        "metrics": {
+            "validation_mse": result.best_val_mse,
+            "validation_mse_pca2": pca2,
+            "train_seconds": round(seconds, 2),
+        },
+        "library_versions": {
+            "python": platform.python_version(),
+            "numpy": np.__version__,
+            "scikit-learn": sklearn.__version__,
+        },
+    }
+    artifact = mlp_to_artifact(result.mlp, scaler_min, scaler_scale, manifest)
+    return Trained(artifact, result, seconds, X_val, y_val, pca2)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.epochs is not None and args.epochs < 1:
@@ -215,22 +409,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"digitcode-train: {exc}", file=sys.stderr)
         return 2
     preset = PRESETS[args.preset]
-    X_tr, X_val, _, y_val = train_test_split(
-        X, y, test_size=args.validation_fraction, stratify=y, shuffle=True, random_state=args.seed
-    )
-    scaler_min, scaler_scale = fit_minmax(X_tr)
-    Xs_tr = scale_pixels(X_tr, scaler_min, scaler_scale)
-    Xs_val = scale_pixels(X_val, scaler_min, scaler_scale)
-
-    print(
-        f"{args.preset}: 64-{'-'.join(map(str, preset.hidden_layer_sizes))}-64 "
-        f"{preset.activation}, {len(X_tr)} training / {len(X_val)} validation rows"
-    )
-    started = time.perf_counter()
-    result = train_autoencoder(Xs_tr, Xs_val, preset, args.seed, args.epochs, not args.no_progress)
-    seconds = time.perf_counter() - started
-    pca2 = pca_mse(Xs_tr, Xs_val)
-
     rebuild = (
         f"python -m training.train --train {_portable(args.train)} --out {_portable(args.out)} "
         f"--preset {args.preset} --seed {args.seed}"
@@ -241,51 +419,38 @@ def main(argv: Sequence[str] | None = None) -> int:
             else ""
         )
     )
-    manifest = {
-        "preset": args.preset,
-        "seed": args.seed,
-        "created_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    provenance = {
         "rebuild_command": rebuild,
-        "training": {
-            "data_file": args.train.name,
-            "data_sha256": sha256_file(args.train),
-            "rows_total": len(X),
-            "rows_train": len(X_tr),
-            "rows_validation": len(X_val),
-            "validation_fraction": args.validation_fraction,
-            "epochs_run": len(result.history),
-            "best_epoch": result.best_epoch,
-            "batch_size": preset.batch_size,
-            "learning_rate_init": preset.learning_rate_init,
-            "alpha": preset.alpha,
-        },
-        "metrics": {
-            "validation_mse": result.best_val_mse,
-            "validation_mse_pca2": pca2,
-            "train_seconds": round(seconds, 2),
-        },
-        "library_versions": {
-            "python": platform.python_version(),
-            "numpy": np.__version__,
-            "scikit-learn": sklearn.__version__,
-        },
+        "training": {"data_file": args.train.name, "data_sha256": sha256_file(args.train)},
     }
-    artifact = mlp_to_artifact(result.mlp, scaler_min, scaler_scale, manifest)
-    Z_val = Autoencoder(artifact).encode(X_val)
-    title = f"digitcode {args.preset}: 2-D latent of {len(X_val)} validation digits"
+    n_val = round(len(X) * args.validation_fraction)
+    print(
+        f"{args.preset}: 64-{'-'.join(map(str, preset.hidden_layer_sizes))}-64 "
+        f"{preset.activation}, {len(X) - n_val} training / {n_val} validation rows, "
+        f"{preset.n_seeds} seed(s)"
+    )
+    trained = train_preset(
+        X, y, args.preset, args.seed, args.epochs, args.validation_fraction,
+        not args.no_progress, provenance,
+    )  # fmt: skip
+    result = trained.result
+    Z_val = Autoencoder(trained.artifact).encode(trained.X_val)
+    title = f"digitcode {args.preset}: 2-D latent of {len(Z_val)} validation digits"
     try:
         written = save_artifact(
-            args.out, artifact, {"latent.png": lambda path: plot_latent(Z_val, y_val, path, title)}
+            args.out,
+            trained.artifact,
+            {"latent.png": lambda path: plot_latent(Z_val, trained.y_val, path, title)},
         )
     except (OSError, ArtifactError) as exc:
         print(f"digitcode-train: cannot write {args.out}: {exc}", file=sys.stderr)
         return 1
     print(
         f"validation MSE (scaled units): {result.best_val_mse:.5f} "
-        f"(best epoch {result.best_epoch} of {len(result.history)})"
+        f"(seed {result.seed}, best epoch {result.best_epoch} of {len(result.history)})"
     )
-    print(f"PCA-2 validation MSE:          {pca2:.5f}")
-    print(f"training time:                 {seconds:.1f} s")
+    print(f"PCA-2 validation MSE:          {trained.pca2_val_mse:.5f}")
+    print(f"training time:                 {trained.seconds:.1f} s")
     print(f"artifact:                      {args.out} (model version {written['model_version']})")
     return 0
 

@@ -89,3 +89,31 @@ def test_bad_arguments_exit_2(data_file, tmp_path, capsys):
     assert "absent.tra: file not found" in capsys.readouterr().err
     assert _train(data_file, tmp_path / "m", "--epochs", "0") == 2
     assert not (tmp_path / "m").exists()
+
+
+def test_best_of_parallel_seeds_is_kept():
+    from service.model import scale_pixels
+    from training.data import fit_minmax
+    from training.train import Preset, train_autoencoder, train_seeds
+
+    X, _ = synthetic_digits(120, seed=5)
+    lo, scale = fit_minmax(X)
+    Xs = scale_pixels(X, lo, scale)
+    preset = Preset(hidden_layer_sizes=(6, 2, 6), activation="tanh", epochs=4, n_seeds=2)
+    best = train_seeds(Xs[:100], Xs[100:], preset, seed=11, progress=False)
+    singles = [train_autoencoder(Xs[:100], Xs[100:], preset, s) for s in (11, 12)]
+    expected = min(singles, key=lambda r: r.best_val_mse)
+    assert best.seed == expected.seed
+    assert best.best_val_mse == expected.best_val_mse
+    for got, want in zip(best.mlp.coefs_, expected.mlp.coefs_, strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_learning_rate_decays_to_the_final_fraction():
+    from training.train import Preset, train_autoencoder
+
+    X, _ = synthetic_digits(60, seed=2)
+    Xs = X / 16
+    preset = Preset(hidden_layer_sizes=(2,), activation="tanh", epochs=5, lr_decay=0.1)
+    result = train_autoencoder(Xs[:50], Xs[50:], preset, seed=0)
+    assert result.mlp._optimizer.learning_rate_init == pytest.approx(1e-4)
