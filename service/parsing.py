@@ -1,13 +1,22 @@
 """HTTP bodies ⇄ numpy arrays, with validation that names what is wrong and where.
 
-The fast path parses JSON with orjson and converts it to a float array in one numpy call, then
-checks shape and range on the array. Whatever the fast path does not accept goes through the
-pydantic models in :mod:`service.schemas`, which give the exact error locations. Both paths
-accept exactly the same inputs: the fast path only accepts bodies that the models accept.
+Two body formats are accepted and produced:
+
+JSON (``application/json``)
+    The fast path parses with orjson and converts to a float array in one numpy call, then
+    checks shape and range on the array. Whatever it does not accept goes through the pydantic
+    models in :mod:`service.schemas`, which give exact error locations. The fast path only
+    accepts bodies that the models accept, so both paths agree.
+NumPy (``application/x-npy``)
+    A ``.npy`` file of a float32 or float64 2-D array, read with ``allow_pickle=False`` (numpy
+    parses the header with ``ast.literal_eval``; object arrays are refused). The same shape and
+    range rules apply as for JSON.
 """
 
 from __future__ import annotations
 
+import io
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -19,16 +28,25 @@ from service.artifact import N_FEATURES, PIXEL_MAX
 from service.schemas import LATENT_LIMIT, DecodeRequest, EncodeRequest
 
 __all__ = [
+    "CODES",
     "JSON_TYPE",
     "MAX_ERRORS",
+    "NPY_TYPE",
+    "VECTORS",
+    "MatrixSpec",
     "RequestError",
     "dump_json",
-    "parse_codes",
-    "parse_vectors",
+    "dump_npy",
+    "parse_json",
+    "parse_npy",
 ]
 
 JSON_TYPE = "application/json"
+NPY_TYPE = "application/x-npy"
 MAX_ERRORS = 20  # a bad 10 000-row batch must not produce a 640 000-item error list
+_NPY_MAGIC = b"\x93NUMPY"
+_NPY_DTYPES = (np.dtype("<f4"), np.dtype("<f8"), np.dtype(">f4"), np.dtype(">f8"))
+_NPY_MAX_HEADER = 1024  # a (n, 64) float array needs about 128 bytes
 
 
 class RequestError(Exception):
@@ -44,10 +62,29 @@ class RequestError(Exception):
         return cls(status_code, [{"loc": loc, "msg": msg, "type": type_}])
 
 
-def _fast_matrix(
-    obj: Any, key: str, width: int, lo: float, hi: float
-) -> NDArray[np.float64] | None:
-    rows = obj.get(key)
+@dataclass(frozen=True)
+class MatrixSpec:
+    """What one kind of request body holds: ``key`` rows of ``width`` numbers in [lo, hi]."""
+
+    key: str
+    width: int
+    lo: float
+    hi: float
+    model: type[BaseModel]
+
+
+VECTORS = MatrixSpec("vectors", N_FEATURES, 0.0, PIXEL_MAX, EncodeRequest)
+CODES = MatrixSpec("latent", 2, -LATENT_LIMIT, LATENT_LIMIT, DecodeRequest)
+
+
+def _too_many_rows(n: int, max_rows: int, loc: list[str | int]) -> RequestError:
+    return RequestError.one(
+        413, loc, f"Batch of {n} rows exceeds the limit of {max_rows} per request", "too_many_rows"
+    )
+
+
+def _fast_matrix(obj: dict[str, Any], spec: MatrixSpec) -> NDArray[np.float64] | None:
+    rows = obj.get(spec.key)
     if type(rows) is not list or not rows:
         return None
     try:
@@ -55,10 +92,10 @@ def _fast_matrix(
     except (ValueError, TypeError, OverflowError):  # ragged or nested rows
         return None
     # dtype kind i/u/f only: strings, nulls, huge ints (object) and all-bool rows fall through.
-    if array.ndim != 2 or array.shape[1] != width or array.dtype.kind not in "iuf":
+    if array.ndim != 2 or array.shape[1] != spec.width or array.dtype.kind not in "iuf":
         return None
     array = array.astype(np.float64, copy=False)
-    if not (array.min() >= lo and array.max() <= hi):  # also False for NaN
+    if not (array.min() >= spec.lo and array.max() <= spec.hi):  # also False for NaN
         return None
     return array
 
@@ -70,65 +107,111 @@ def _validation_detail(exc: ValidationError) -> list[dict[str, Any]]:
     ]
 
 
-def _parse_matrix(
-    body: bytes,
-    key: str,
-    width: int,
-    lo: float,
-    hi: float,
-    model: type[BaseModel],
-    max_rows: int,
-) -> NDArray[np.float64]:
-    try:
-        obj = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise RequestError.one(422, ["body"], f"Invalid JSON: {exc}", "json_invalid") from None
-    if type(obj) is dict and type(obj.get(key)) is list and len(obj[key]) > max_rows:
-        raise RequestError.one(
-            413,
-            ["body", key],
-            f"Batch of {len(obj[key])} rows exceeds the limit of {max_rows} per request",
-            "too_many_rows",
-        )
-    # JSON booleans would pass numpy's conversion as 0/1; such bodies take the precise path.
-    if type(obj) is dict and len(obj) == 1 and b"true" not in body and b"false" not in body:
-        array = _fast_matrix(obj, key, width, lo, hi)
-        if array is not None:
-            return array
-    try:
-        parsed = model.model_validate(obj)
-    except ValidationError as exc:
-        raise RequestError(422, _validation_detail(exc)) from None
-    return np.asarray(getattr(parsed, key), dtype=np.float64).reshape(-1, width)
-
-
-def parse_vectors(body: bytes, max_rows: int) -> NDArray[np.float64]:
-    """Parse ``{"vectors": [[64 numbers], ...]}``.
+def parse_json(body: bytes, spec: MatrixSpec, max_rows: int) -> NDArray[np.float64]:
+    """Parse ``{"vectors": [[64 numbers], ...]}`` or ``{"latent": [[z1, z2], ...]}``.
 
     Returns
     -------
-    X : ndarray of shape (n, 64)
-        With ``1 <= n <= max_rows`` and every value finite in [0, 16].
+    array : ndarray of shape (n, spec.width)
+        With ``1 <= n <= max_rows`` and every value finite in ``[spec.lo, spec.hi]``.
 
     Raises
     ------
     RequestError
         422 for malformed or invalid bodies, 413 for more than ``max_rows`` rows.
     """
-    return _parse_matrix(body, "vectors", N_FEATURES, 0.0, PIXEL_MAX, EncodeRequest, max_rows)
+    try:
+        obj = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise RequestError.one(422, ["body"], f"Invalid JSON: {exc}", "json_invalid") from None
+    is_object = type(obj) is dict
+    if is_object and type(obj.get(spec.key)) is list and len(obj[spec.key]) > max_rows:
+        raise _too_many_rows(len(obj[spec.key]), max_rows, ["body", spec.key])
+    # JSON booleans would pass numpy's conversion as 0/1; such bodies take the precise path.
+    if is_object and len(obj) == 1 and b"true" not in body and b"false" not in body:
+        array = _fast_matrix(obj, spec)
+        if array is not None:
+            return array
+    try:
+        parsed = spec.model.model_validate(obj)
+    except ValidationError as exc:
+        raise RequestError(422, _validation_detail(exc)) from None
+    return np.asarray(getattr(parsed, spec.key), dtype=np.float64).reshape(-1, spec.width)
 
 
-def parse_codes(body: bytes, max_rows: int) -> NDArray[np.float64]:
-    """Parse ``{"latent": [[z1, z2], ...]}``.
+def _npy_error(msg: str, loc: list[str | int] | None = None) -> RequestError:
+    return RequestError.one(422, loc or ["body"], msg, "npy_invalid")
+
+
+def parse_npy(
+    body: bytes, spec: MatrixSpec, max_rows: int
+) -> tuple[NDArray[np.float64], np.dtype[Any]]:
+    """Parse a ``.npy`` body holding a float32 or float64 array of shape (n, spec.width).
 
     Returns
     -------
-    Z : ndarray of shape (n, 2)
-        With ``1 <= n <= max_rows`` and every value finite, ``|z| <= 1e6``.
+    array : ndarray of shape (n, spec.width), float64
+        With ``1 <= n <= max_rows`` and every value finite in ``[spec.lo, spec.hi]``.
+    dtype : numpy dtype
+        The body's own dtype (float32 or float64, little-endian), to answer in kind.
+
+    Raises
+    ------
+    RequestError
+        422 naming the problem (not .npy, pickled/object or non-float dtype, wrong shape,
+        truncated or trailing data, a bad value with its row and column), 413 for too many rows.
     """
-    return _parse_matrix(body, "latent", 2, -LATENT_LIMIT, LATENT_LIMIT, DecodeRequest, max_rows)
+    if not body.startswith(_NPY_MAGIC):
+        raise _npy_error("Not a .npy file: it must start with the bytes \\x93NUMPY")
+    stream = io.BytesIO(body)
+    try:
+        version = np.lib.format.read_magic(stream)
+        if version == (1, 0):
+            header = np.lib.format.read_array_header_1_0(stream, max_header_size=_NPY_MAX_HEADER)
+        elif version == (2, 0):
+            header = np.lib.format.read_array_header_2_0(stream, max_header_size=_NPY_MAX_HEADER)
+        else:
+            raise ValueError(f"format version {version} is not supported (use 1.0 or 2.0)")
+        shape, fortran, dtype = header
+    except (ValueError, SyntaxError, TypeError) as exc:
+        raise _npy_error(f"Invalid .npy header: {exc}") from None
+    if dtype.hasobject:
+        raise _npy_error("Object (pickled) arrays are not accepted: send float32 or float64")
+    if dtype not in _NPY_DTYPES:
+        raise _npy_error(f"Array dtype must be float32 or float64, got {dtype.str}")
+    if len(shape) != 2 or shape[1] != spec.width:
+        raise _npy_error(f"Array shape must be (n, {spec.width}), got {tuple(shape)}")
+    if shape[0] < 1:
+        raise _npy_error("Array has no rows: send 1 or more")
+    if shape[0] > max_rows:
+        raise _too_many_rows(shape[0], max_rows, ["body"])
+    offset = stream.tell()
+    expected = shape[0] * shape[1] * dtype.itemsize
+    if len(body) - offset != expected:
+        raise _npy_error(
+            f"Array data is {len(body) - offset} bytes, expected {expected} for shape "
+            f"{tuple(shape)} {dtype.str}"
+        )
+    array = np.frombuffer(body, dtype=dtype, offset=offset)
+    array = array.reshape(shape, order="F" if fortran else "C").astype(np.float64)
+    bad = ~((array >= spec.lo) & (array <= spec.hi))  # NaN compares False: also bad
+    if bad.any():
+        row, col = (int(i) for i in np.argwhere(bad)[0])
+        value = float(array[row, col])
+        what = (
+            "is not finite" if not np.isfinite(value) else f"is outside [{spec.lo:g}, {spec.hi:g}]"
+        )
+        raise _npy_error(f"Value {value!r} at row {row}, column {col} {what}", ["body", row, col])
+    return array, dtype.newbyteorder("<")
 
 
 def dump_json(content: dict[str, Any]) -> bytes:
     """Serialise a response holding numpy arrays (float64, C-contiguous) in one pass."""
     return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def dump_npy(array: NDArray[Any], dtype: np.dtype[Any]) -> bytes:
+    """A ``.npy`` file of ``array`` converted to ``dtype``."""
+    buffer = io.BytesIO()
+    np.lib.format.write_array(buffer, np.ascontiguousarray(array, dtype=dtype), allow_pickle=False)
+    return buffer.getvalue()

@@ -150,3 +150,48 @@ async def test_async_connection_error():
         with pytest.raises(TransportError, match="Connection refused"):
             await c.encode(np.zeros((1, 64)))
         assert not await c.ready()
+
+
+class _Recorder(httpx.BaseTransport):
+    """Passes requests on and remembers their content types."""
+
+    def __init__(self, inner: httpx.BaseTransport) -> None:
+        self.inner = inner
+        self.content_types: list[str] = []
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        self.content_types.append(request.headers.get("content-type", ""))
+        return self.inner.handle_request(request)
+
+
+def test_large_batches_travel_as_npy(sync_transport, default_model, rows):
+    recorder = _Recorder(sync_transport)
+    with Client("http://test", transport=recorder, batch_size=40, binary_from=30) as c:
+        Z = c.encode(rows)
+        X_hat, errors = c.reconstruct(rows)
+        X = c.decode(Z)
+    # 40, 40 and 15 rows per call: the first two as .npy, the last as JSON (three endpoints)
+    assert recorder.content_types == (["application/x-npy"] * 2 + ["application/json"]) * 3
+    expected_X, expected_err = default_model.reconstruct(rows)
+    np.testing.assert_array_equal(Z, default_model.encode(rows))
+    np.testing.assert_array_equal(X_hat, expected_X)
+    np.testing.assert_array_equal(errors, expected_err)
+    np.testing.assert_array_equal(X, default_model.decode(Z))
+
+
+def test_binary_can_be_switched_off(sync_transport, rows):
+    recorder = _Recorder(sync_transport)
+    with Client("http://test", transport=recorder, batch_size=40, binary_from=None) as c:
+        c.encode(rows)
+    assert set(recorder.content_types) == {"application/json"}
+
+
+@pytest.mark.anyio
+async def test_async_binary_path(async_transport, default_model, rows):
+    async with AsyncClient(
+        "http://test", transport=async_transport, batch_size=40, binary_from=1
+    ) as c:
+        X_hat, errors = await c.reconstruct(rows)
+    expected_X, expected_err = default_model.reconstruct(rows)
+    np.testing.assert_array_equal(X_hat, expected_X)
+    np.testing.assert_array_equal(errors, expected_err)
