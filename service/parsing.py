@@ -150,10 +150,10 @@ def parse_npy(
 
     Returns
     -------
-    array : ndarray of shape (n, spec.width), float64
+    array : ndarray of shape (n, spec.width), float32 or float64 as sent
         With ``1 <= n <= max_rows`` and every value finite in ``[spec.lo, spec.hi]``.
     dtype : numpy dtype
-        The body's own dtype (float32 or float64, little-endian), to answer in kind.
+        The body's own float type (little-endian), to answer in kind.
 
     Raises
     ------
@@ -192,8 +192,9 @@ def parse_npy(
             f"Array data is {len(body) - offset} bytes, expected {expected} for shape "
             f"{tuple(shape)} {dtype.str}"
         )
-    array = np.frombuffer(body, dtype=dtype, offset=offset)
-    array = array.reshape(shape, order="F" if fortran else "C").astype(np.float64)
+    native = dtype.newbyteorder("=")
+    data = np.frombuffer(body, dtype=dtype, offset=offset).astype(native, copy=False)
+    array = data.reshape(shape, order="F" if fortran else "C")
     bad = ~((array >= spec.lo) & (array <= spec.hi))  # NaN compares False: also bad
     if bad.any():
         row, col = (int(i) for i in np.argwhere(bad)[0])

@@ -94,3 +94,20 @@ def test_noise_scores_far_above_real_digits(default_model):
     _, noise_err = default_model.reconstruct(noise)
     assert np.median(noise_err) > 3 * np.median(digit_err)
     assert np.mean(digit_err) < 0.05
+
+
+def test_float32_input_is_computed_in_float32(default_model, sample_rows):
+    X32 = sample_rows.astype(np.float32)
+    Z32 = default_model.encode(X32)
+    X_hat32, err32 = default_model.reconstruct(X32)
+    assert Z32.dtype == X_hat32.dtype == err32.dtype == np.float32
+    np.testing.assert_allclose(Z32, default_model.encode(sample_rows), atol=1e-5)
+    X_hat, err = default_model.reconstruct(sample_rows)
+    np.testing.assert_allclose(X_hat32, X_hat, atol=1e-3)  # pixel units 0..16
+    np.testing.assert_allclose(err32, err, atol=1e-6)
+
+
+def test_other_dtypes_are_computed_in_float64(default_model, sample_rows):
+    Z = default_model.encode(sample_rows.astype(np.int64))
+    assert Z.dtype == np.float64
+    np.testing.assert_array_equal(Z, default_model.encode(sample_rows))
