@@ -9,12 +9,19 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
-from starlette.datastructures import State
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.middleware import (
+    API_KEY_HEADER,
+    PROBE_PATHS,
+    ApiKeyMiddleware,
+    ConcurrencyLimitMiddleware,
+    ModelVersionMiddleware,
+)
 from service.model import Autoencoder
 from service.parsing import RequestError
 from service.routers import inference, probes
@@ -23,38 +30,55 @@ from service.settings import Settings, get_settings
 __all__ = ["MODEL_VERSION_HEADER", "app", "create_app"]
 
 MODEL_VERSION_HEADER = "X-Model-Version"
-_NO_MODEL = "none"
 
 logger = logging.getLogger("digitcode")
 
-
-class ModelVersionMiddleware:
-    """Adds ``X-Model-Version`` to every response (pure ASGI: no body buffering)."""
-
-    def __init__(self, app: ASGIApp, state: State) -> None:
-        self.app = app
-        self.state = state
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        async def send_with_version(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                model: Autoencoder | None = self.state.model
-                version = model.version if model is not None else _NO_MODEL
-                headers = [*message.get("headers", []), (b"x-model-version", version.encode())]
-                message = {**message, "headers": headers}
-            await send(message)
-
-        await self.app(scope, receive, send_with_version)
+_ERROR_SCHEMA = {"$ref": "#/components/schemas/ErrorResponse"}
 
 
-async def _request_problem(request: Request, exc: Exception) -> JSONResponse:
+async def _request_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestError)
     headers = {"Retry-After": "1"} if exc.status_code == 503 else None
     return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=headers)
+
+
+def _openapi(application: FastAPI, settings: Settings) -> dict[str, Any]:
+    """The schema, plus what the middleware adds: 503 when busy, 401 and the key scheme."""
+    if application.openapi_schema:
+        return application.openapi_schema
+    schema = get_openapi(
+        title=application.title,
+        version=application.version,
+        summary=application.summary,
+        description=application.description,
+        routes=application.routes,
+    )
+    busy = {
+        "description": "Model not loaded yet, or too many requests in flight; retry shortly.",
+        "content": {"application/json": {"schema": _ERROR_SCHEMA}},
+    }
+    unauthorised = {
+        "description": f"Missing or invalid {API_KEY_HEADER} header.",
+        "content": {"application/json": {"schema": _ERROR_SCHEMA}},
+    }
+    for path, operations in schema["paths"].items():
+        for operation in operations.values():
+            if path in PROBE_PATHS:
+                operation["security"] = []
+                continue
+            operation["responses"].setdefault("503", busy)
+            if settings.api_key is not None:
+                operation["responses"].setdefault("401", unauthorised)
+    if settings.api_key is not None:
+        components = schema.setdefault("components", {})
+        components.setdefault("securitySchemes", {})["APIKey"] = {
+            "type": "apiKey",
+            "in": "header",
+            "name": API_KEY_HEADER,
+        }
+        schema["security"] = [{"APIKey": []}]
+    application.openapi_schema = schema
+    return schema
 
 
 def create_app(settings: Settings | None = None, model: Autoencoder | None = None) -> FastAPI:
@@ -82,17 +106,23 @@ def create_app(settings: Settings | None = None, model: Autoencoder | None = Non
         summary="Encode 8×8 handwritten-digit vectors to a 2-D latent space and back.",
         description=(
             "All vectors are 64 pixel values in [0, 16] (row-major 8×8, the UCI optdigits "
-            "units); latent codes are 2 numbers. Every response carries `X-Model-Version`."
+            "units); latent codes are 2 numbers. Bodies are JSON or `.npy` "
+            "(`application/x-npy`). Every response carries `X-Model-Version`."
         ),
         version="0.1.0",
         lifespan=lifespan,
     )
     application.state.settings = settings
     application.state.model = model
+    # Added innermost first: the version header is on every answer, 401 and 503 included.
+    application.add_middleware(ConcurrencyLimitMiddleware, limit=settings.max_concurrency)
+    if settings.api_key is not None:
+        application.add_middleware(ApiKeyMiddleware, api_key=settings.api_key.get_secret_value())
     application.add_middleware(ModelVersionMiddleware, state=application.state)
-    application.add_exception_handler(RequestError, _request_problem)
+    application.add_exception_handler(RequestError, _request_error)
     application.include_router(probes.router)
     application.include_router(inference.router)
+    application.openapi = lambda: _openapi(application, settings)  # type: ignore[method-assign]
     return application
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["Settings", "get_settings"]
@@ -24,9 +24,25 @@ class Settings(BaseSettings):
         description="Largest request body accepted; default fits max_batch vectors of "
         "full-precision floats in JSON.",
     )
+    max_concurrency: int = Field(
+        64, ge=1, description="Requests in flight per worker before answering 503."
+    )
+    api_key: SecretStr | None = Field(
+        None,
+        description="When set, every endpoint but /healthz and /readyz requires X-API-Key.",
+    )
     host: str = Field("127.0.0.1", description="Interface `python -m service` binds to.")
     port: int = Field(8000, ge=0, le=65535, description="Port `python -m service` listens on.")
     log_level: str = Field("info", description="uvicorn log level.")
+    shutdown_timeout: float = Field(
+        30.0, gt=0, description="Seconds to let in-flight requests finish after SIGTERM."
+    )
+
+    @field_validator("api_key")
+    @classmethod
+    def _empty_key_is_no_key(cls, value: SecretStr | None) -> SecretStr | None:
+        # DIGITCODE_API_KEY= (empty) must not mean "the empty string is the key".
+        return value if value is not None and value.get_secret_value() else None
 
     @property
     def body_limit(self) -> int:
