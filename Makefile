@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 # Re-install when the project definition changes.
 STAMP := $(VENV)/.installed
 
-.PHONY: serve test lint typecheck pytest train docker-test clean
+.PHONY: serve test lint typecheck pytest train docker-test bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,7 +27,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 
 typecheck: $(STAMP)
-	$(BIN)/mypy service client training tests
+	$(BIN)/mypy service client training tests benchmarks
 
 pytest: $(STAMP)
 	$(BIN)/python -m pytest -q
@@ -38,6 +38,12 @@ train: $(STAMP)
 
 docker-test: $(STAMP)
 	bash scripts/docker-test.sh
+
+# Throughput and latency against a no-op and a straightforward FastAPI app, driven by wrk
+# (installed with apt-get if missing); about 2 minutes. Not part of `make test`.
+# BENCH_ARGS passes options, e.g. make bench BENCH_ARGS="--duration 5 --strict".
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

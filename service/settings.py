@@ -34,8 +34,8 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="Interface `python -m service` binds to.")
     port: int = Field(8000, ge=0, le=65535, description="Port `python -m service` listens on.")
     log_level: str = Field("info", description="uvicorn log level.")
-    shutdown_timeout: float = Field(
-        30.0, gt=0, description="Seconds to let in-flight requests finish after SIGTERM."
+    shutdown_timeout: int = Field(
+        30, ge=1, description="Seconds to let in-flight requests finish after SIGTERM."
     )
 
     @field_validator("api_key")
