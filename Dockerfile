@@ -24,11 +24,11 @@ RUN python3 -m venv /opt/venv \
  && useradd --uid 10001 --gid digitcode --no-create-home --no-log-init \
         --home-dir /nonexistent --shell /usr/sbin/nologin digitcode
 
-# Layer 1: the third-party dependencies listed in pyproject.toml (cached until it changes).
-COPY pyproject.toml /tmp/src/
-RUN /opt/venv/bin/python -c "import tomllib; deps = tomllib.load(open('/tmp/src/pyproject.toml', 'rb'))['project'].get('dependencies', []); open('/tmp/requirements.txt', 'w').write(''.join(d + '\n' for d in deps))" \
- && /opt/venv/bin/pip install --no-cache-dir -r /tmp/requirements.txt \
- && rm -f /tmp/requirements.txt
+# Layer 1: the locked third-party dependencies, every file checked against its sha256
+# (requirements.lock, made by `make lock`), so a rebuilt image holds exactly the tested set.
+COPY requirements.lock /tmp/requirements.lock
+RUN /opt/venv/bin/pip install --no-cache-dir --require-hashes -r /tmp/requirements.lock \
+ && rm -f /tmp/requirements.lock
 
 # Layer 2: the project itself (`pip install .`). Sources go to a scratch directory that is
 # removed afterwards, so the only importable copy of the code is the installed one.
@@ -36,7 +36,7 @@ COPY pyproject.toml README* /tmp/src/
 COPY service/ /tmp/src/service/
 COPY client/ /tmp/src/client/
 COPY training/ /tmp/src/training/
-RUN /opt/venv/bin/pip install --no-cache-dir /tmp/src \
+RUN /opt/venv/bin/pip install --no-cache-dir --no-deps /tmp/src \
  && rm -rf /tmp/src
 
 WORKDIR /app

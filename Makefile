@@ -13,8 +13,10 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-$(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+# Exactly the locked, hash-checked packages, then the project itself without dependencies.
+$(STAMP): pyproject.toml requirements-dev.lock | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --require-hashes -r requirements-dev.lock
+	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
 serve: $(STAMP)
@@ -27,7 +29,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 
 typecheck: $(STAMP)
-	$(BIN)/mypy service client training tests benchmarks
+	$(BIN)/mypy service client training tests scripts benchmarks
 
 pytest: $(STAMP)
 	$(BIN)/python -m pytest -q
@@ -35,6 +37,30 @@ pytest: $(STAMP)
 # Rebuild the committed default model from the UCI training file.
 train: $(STAMP)
 	$(BIN)/python -m training.train --train ../shared/data/optdigits.tra --out models/default
+
+# The committed evaluation report (docs/evaluation) for the committed default model.
+evaluate: $(STAMP)
+	$(BIN)/python -m training.evaluate --model models/default \
+		--train ../shared/data/optdigits.tra --test ../shared/data/optdigits.tes --out docs/evaluation
+
+# Re-resolve the lock files after changing dependencies in pyproject.toml.
+lock: | $(BIN)/python
+	$(BIN)/python -m pip install --quiet uv
+	$(BIN)/uv pip compile pyproject.toml --generate-hashes --python-version 3.11 --universal \
+		-o requirements.lock
+	$(BIN)/uv pip compile pyproject.toml --extra dev --generate-hashes --python-version 3.11 \
+		--universal -o requirements-dev.lock
+
+# Known vulnerabilities in the locked service dependencies. Needs the vulnerability database
+# (internet), so it is not part of CI here.
+audit: | $(BIN)/python
+	$(BIN)/python -m pip install --quiet pip-audit
+	$(BIN)/pip-audit --require-hashes --disable-pip -r requirements.lock
+
+# 60 s of mixed valid/invalid traffic against a real server: no unexpected status, no
+# connection error, RSS growth under 10 %.
+soak: $(STAMP)
+	$(BIN)/python scripts/soak.py --duration 60
 
 docker-test: $(STAMP)
 	bash scripts/docker-test.sh

@@ -211,3 +211,40 @@ def test_pickle_module_unused_on_load(monkeypatch, tiny_model_dir):
     monkeypatch.setattr(pickle, "loads", refuse)
     monkeypatch.setattr(pickle, "load", refuse)
     assert load_artifact(tiny_model_dir).layer_sizes[0] == 64
+
+
+def test_kill_9_during_a_write_leaves_the_previous_model_loadable(tmp_path, tiny_model_dir):
+    import subprocess
+    import sys
+    import time
+
+    target = _copy(tiny_model_dir, tmp_path)
+    before = load_artifact(target).model_version
+    marker = tmp_path / "writing"
+    script = f"""
+import time
+from pathlib import Path
+from service.artifact import Artifact, load_artifact, save_artifact
+a = load_artifact({str(tiny_model_dir)!r})
+changed = Artifact(a.scaler_min, a.scaler_scale, [w + 1 for w in a.weights], a.biases, a.manifest)
+def slow_plot(path):
+    Path({str(marker)!r}).touch()
+    time.sleep(60)
+save_artifact({str(target)!r}, changed, {{"latent.png": slow_plot}})
+"""
+    from tests.conftest import ROOT
+
+    writer = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT)
+    try:
+        deadline = time.monotonic() + 30
+        while not marker.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert marker.exists(), "the writer never reached the middle of its write"
+        writer.kill()  # SIGKILL: no cleanup handlers run
+        writer.wait(timeout=10)
+    finally:
+        if writer.poll() is None:
+            writer.kill()
+    assert load_artifact(target).model_version == before
+    leftovers = [p.name for p in tmp_path.iterdir() if p.name.startswith(".model.tmp-")]
+    assert len(leftovers) == 1  # a hidden temporary sibling, never the model directory
