@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 # Re-install when the project definition changes.
 STAMP := $(VENV)/.installed
 
-.PHONY: serve test lint typecheck pytest train docker-test bench clean
+.PHONY: serve test lint typecheck pytest train evaluate soak docker-test bench lock audit clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)

@@ -1,0 +1,291 @@
+"""The benchmark's figures, its targets (met / NOT met) and the printed table.
+
+A target is only "met" when every run it depends on is valid: completed requests, no socket
+errors and no non-2xx answer. A missing run (e.g. the service does not speak ``.npy`` yet) or an
+invalid one makes the target "NOT met" with the reason.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from benchmarks.wrk import WrkResult
+
+__all__ = [
+    "Measurement",
+    "ServerFigures",
+    "Target",
+    "evaluate_targets",
+    "format_report",
+    "report_dict",
+]
+
+NOOP = "noop"
+BASELINE = "straightforward"
+SERVICE = "digitcode"
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One timed wrk run (or the reason there is none).
+
+    Attributes
+    ----------
+    server, workload : str
+        Which server and which workload (e.g. ``"encode-1000"``).
+    vectors_per_request : int
+    connections : int
+    result : WrkResult or None
+        None when the run could not be made; ``note`` says why.
+    note : str
+    """
+
+    server: str
+    workload: str
+    vectors_per_request: int
+    connections: int
+    result: WrkResult | None
+    note: str = ""
+
+    @property
+    def valid(self) -> bool:
+        return self.result is not None and self.result.valid
+
+    @property
+    def vectors_per_s(self) -> float:
+        return self.result.requests_per_s * self.vectors_per_request if self.result else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "server": self.server,
+            "workload": self.workload,
+            "vectors_per_request": self.vectors_per_request,
+            "connections": self.connections,
+            "vectors_per_s": self.vectors_per_s,
+            "valid": self.valid,
+            "note": self.note,
+            "wrk": self.result.as_dict() if self.result else None,
+        }
+
+
+@dataclass
+class ServerFigures:
+    """Start-up time and memory of one server (memory read after its last run)."""
+
+    startup_s: float
+    rss_mb: float = 0.0
+    peak_rss_mb: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Target:
+    """One target of the issue: a measured value against a goal."""
+
+    name: str
+    value: float | None
+    goal: float
+    unit: str
+    higher_is_better: bool
+    problem: str = ""
+
+    @property
+    def met(self) -> bool:
+        if self.value is None or self.problem:
+            return False
+        return self.value >= self.goal if self.higher_is_better else self.value <= self.goal
+
+    @property
+    def status(self) -> str:
+        if self.met:
+            return "met"
+        return f"NOT met ({self.problem})" if self.problem else "NOT met"
+
+    @property
+    def goal_text(self) -> str:
+        return f"{'>=' if self.higher_is_better else '<='} {_number(self.goal)}{self.unit}"
+
+    @property
+    def value_text(self) -> str:
+        return "-" if self.value is None else f"{_number(self.value)}{self.unit}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "value": self.value,
+            "goal": self.goal,
+            "unit": self.unit,
+            "higher_is_better": self.higher_is_better,
+            "met": self.met,
+            "status": self.status,
+        }
+
+
+def _number(value: float) -> str:
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    return f"{value:.3g}" if abs(value) < 10 else f"{value:.1f}"
+
+
+def _find(runs: list[Measurement], server: str, workload: str) -> Measurement | None:
+    return next((m for m in runs if m.server == server and m.workload == workload), None)
+
+
+def _problem(*runs: Measurement | None) -> str:
+    for run in runs:
+        if run is None:
+            return "not measured"
+        if run.result is None:
+            return run.note or "missing"
+        if not run.result.valid:
+            return f"{run.server} {run.workload} run had errors"
+    return ""
+
+
+def _ratio_target(
+    name: str, ours: Measurement | None, base: Measurement | None, goal: float, per: str
+) -> Target:
+    problem = _problem(ours, base)
+    value = None
+    if ours and base and ours.result and base.result:
+        numerator = ours.result.requests_per_s if per == "req" else ours.vectors_per_s
+        denominator = base.result.requests_per_s if per == "req" else base.vectors_per_s
+        value = numerator / denominator if denominator > 0 else None
+    return Target(name, value, goal, "x", True, problem)
+
+
+def evaluate_targets(runs: list[Measurement], servers: dict[str, ServerFigures]) -> list[Target]:
+    """The issue's targets from one benchmark run's measurements."""
+    single = _find(runs, SERVICE, "encode-1")
+    npy = _find(runs, SERVICE, "encode-npy-10000")
+    figures = servers.get(SERVICE)
+    return [
+        _ratio_target(
+            "single-vector /encode req/s vs no-op app",
+            single,
+            _find(runs, NOOP, "encode-1"),
+            0.8,
+            "req",
+        ),
+        _ratio_target(
+            "1000-vector JSON /encode vectors/s vs straightforward",
+            _find(runs, SERVICE, "encode-1000"),
+            _find(runs, BASELINE, "encode-1000"),
+            4.0,
+            "vec",
+        ),
+        _ratio_target(
+            "1000-vector JSON /reconstruct vectors/s vs straightforward",
+            _find(runs, SERVICE, "reconstruct-1000"),
+            _find(runs, BASELINE, "reconstruct-1000"),
+            4.0,
+            "vec",
+        ),
+        Target(
+            "10 000-vector .npy /encode vectors/s",
+            npy.vectors_per_s if npy and npy.result else None,
+            1_000_000,
+            "/s",
+            True,
+            _problem(npy),
+        ),
+        Target(
+            "single-vector /encode p99 latency, 8 connections",
+            single.result.latency_p99_us / 1000 if single and single.result else None,
+            5.0,
+            " ms",
+            False,
+            _problem(single),
+        ),
+        Target(
+            "start-up to /readyz 200",
+            figures.startup_s if figures else None,
+            1.0,
+            " s",
+            False,
+            "" if figures else "not measured",
+        ),
+        Target(
+            "resident memory (VmRSS) after the run",
+            figures.rss_mb if figures and figures.rss_mb else None,
+            120.0,
+            " MB",
+            False,
+            "" if figures and figures.rss_mb else "not measured",
+        ),
+    ]
+
+
+def _runs_table(runs: list[Measurement]) -> list[str]:
+    header = (
+        f"{'server':<16}{'workload':<22}{'conns':>6}{'req/s':>11}{'vectors/s':>13}"
+        f"{'p50 ms':>9}{'p99 ms':>9}{'non-2xx':>9}{'sock err':>9}  valid"
+    )
+    lines = [header, "-" * len(header)]
+    for run in runs:
+        r = run.result
+        if r is None:
+            lines.append(f"{run.server:<16}{run.workload:<22}{run.connections:>6}  {run.note}")
+            continue
+        lines.append(
+            f"{run.server:<16}{run.workload:<22}{run.connections:>6}{r.requests_per_s:>11,.1f}"
+            f"{run.vectors_per_s:>13,.0f}{r.latency_p50_us / 1000:>9.2f}"
+            f"{r.latency_p99_us / 1000:>9.2f}{r.non2xx:>9}{r.socket_errors:>9}  "
+            f"{'yes' if r.valid else 'NO'}"
+        )
+    return lines
+
+
+def _servers_table(servers: dict[str, ServerFigures]) -> list[str]:
+    header = f"{'server':<16}{'start-up s':>11}{'RSS MB':>9}{'peak RSS MB':>13}"
+    lines = [header, "-" * len(header)]
+    for name, fig in servers.items():
+        lines.append(
+            f"{name:<16}{fig.startup_s:>11.3f}{fig.rss_mb:>9.1f}{fig.peak_rss_mb:>13.1f}"
+            + (f"  {'; '.join(fig.notes)}" if fig.notes else "")
+        )
+    return lines
+
+
+def _targets_table(targets: list[Target]) -> list[str]:
+    header = f"{'target (digitcode)':<60}{'value':>14}{'goal':>16}  status"
+    lines = [header, "-" * len(header)]
+    for t in targets:
+        lines.append(f"{t.name:<60}{t.value_text:>14}{t.goal_text:>16}  {t.status}")
+    return lines
+
+
+def format_report(
+    runs: list[Measurement], servers: dict[str, ServerFigures], targets: list[Target]
+) -> str:
+    """The printed report: runs, servers, targets."""
+    return "\n".join(
+        [*_runs_table(runs), "", *_servers_table(servers), "", *_targets_table(targets)]
+    )
+
+
+def report_dict(
+    meta: dict[str, Any],
+    runs: list[Measurement],
+    servers: dict[str, ServerFigures],
+    targets: list[Target],
+    problems: list[str],
+) -> dict[str, Any]:
+    """Everything in the printed report, as JSON-ready data."""
+    return {
+        "meta": meta,
+        "runs": [run.as_dict() for run in runs],
+        "servers": {
+            name: {
+                "startup_s": fig.startup_s,
+                "rss_mb": fig.rss_mb,
+                "peak_rss_mb": fig.peak_rss_mb,
+                "notes": fig.notes,
+            }
+            for name, fig in servers.items()
+        },
+        "targets": [t.as_dict() for t in targets],
+        "all_targets_met": all(t.met for t in targets),
+        "problems": problems,
+    }

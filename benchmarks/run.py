@@ -1,0 +1,439 @@
+"""``make bench``: the service against a no-op and a straightforward FastAPI app, with wrk.
+
+``python -m benchmarks.run [--duration S] [--warmup S] [--json PATH] [--no-pin] [--strict]``
+
+Three servers are started one at a time on loopback (a free port, one uvicorn worker each):
+
+``noop``
+    ``benchmarks.apps:noop_app``, the ceiling for one worker.
+``straightforward``
+    ``benchmarks.apps:straightforward_app``: pydantic models, same numpy forward pass.
+``digitcode``
+    ``python -m service`` on ``models/default`` (``DIGITCODE_MAX_BATCH=10000``).
+
+Before any timing, every server's answers to the exact bodies the runs send are checked: the
+straightforward app against the in-process model, the service against the straightforward
+app (to 1e-9; ``.npy`` float32 answers to 1e-4). A server with wrong answers is not timed. Then
+each workload gets a warm-up run and a timed run of wrk (one thread); on a machine with two or
+more CPUs the server is pinned to CPU 0 and wrk to CPU 1 (``--no-pin`` turns this off). Any
+non-2xx answer or socket error makes a run invalid and its target "NOT met".
+
+The report is printed and written as JSON (default ``benchmarks/results/latest.json``). Exit
+status: 0 when all runs were valid and all answers agreed, 1 otherwise; with ``--strict`` also
+1 when a target is not met.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+from numpy.typing import NDArray
+
+from benchmarks.answers import (
+    JSON_TYPE,
+    NPY_TYPE,
+    AnswerMismatchError,
+    Answers,
+    NpyUnsupportedError,
+    check_answers,
+    fetch_json_answers,
+    fetch_npy_answers,
+    json_body,
+    npy_body,
+)
+from benchmarks.report import (
+    BASELINE,
+    NOOP,
+    SERVICE,
+    Measurement,
+    ServerFigures,
+    evaluate_targets,
+    format_report,
+    report_dict,
+)
+from benchmarks.servers import RunningServer, ServerError, ServerSpec, python_argv, start_server
+from benchmarks.wrk import WrkError, ensure_wrk, run_wrk, write_wrk_script, wrk_command
+from service.model import Autoencoder
+
+__all__ = ["Workload", "load_rows", "main", "reference_answers"]
+
+ROOT = Path(__file__).resolve().parent.parent
+MODEL_DIR = Path("models/default")  # relative to ROOT, where the servers run
+TEST_FILE = ROOT.parent / "shared" / "data" / "optdigits.tes"
+DEFAULT_JSON = ROOT / "benchmarks" / "results" / "latest.json"
+
+JSON_ATOL = 1e-9  # JSON and float64 .npy answers: same computation, same weights
+FLOAT32_TOL = 1e-4  # float32 .npy answers against the float64 reference (atol and rtol)
+
+UVICORN = ("-m", "uvicorn", "--host", "127.0.0.1", "--port", "{port}", "--workers", "1")
+# The service defaults BLAS to one thread per worker (service/__init__.py); the baselines get the
+# same, so that unpinned runs (--no-pin) do not handicap them with threads fighting for 2 cores.
+ONE_BLAS_THREAD = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+SERVERS = (
+    ServerSpec(
+        NOOP,
+        python_argv(*UVICORN, "--log-level", "warning", "benchmarks.apps:noop_app"),
+        ONE_BLAS_THREAD,
+    ),
+    ServerSpec(
+        BASELINE,
+        python_argv(*UVICORN, "--log-level", "warning", "benchmarks.apps:straightforward_app"),
+        {**ONE_BLAS_THREAD, "DIGITCODE_MODEL_DIR": str(MODEL_DIR)},
+    ),
+    ServerSpec(
+        SERVICE,
+        python_argv("-m", "service"),
+        {
+            "DIGITCODE_HOST": "127.0.0.1",
+            "DIGITCODE_PORT": "{port}",
+            "DIGITCODE_MODEL_DIR": str(MODEL_DIR),
+            "DIGITCODE_MAX_BATCH": "10000",
+            # The baselines run at --log-level warning too: no access log line per request.
+            "DIGITCODE_LOG_LEVEL": "warning",
+        },
+    ),
+)
+
+
+@dataclass(frozen=True)
+class Workload:
+    """One kind of request, sent over and over by wrk.
+
+    Attributes
+    ----------
+    key : str
+        Name in the report, e.g. ``"encode-1000"``.
+    path : str
+        Endpoint, e.g. ``"/encode"``.
+    body : str
+        Name of the body file (``single.json``, ``batch.json``, ``batch.npy``).
+    content_type : str
+        Sent as ``Content-Type`` and ``Accept``.
+    vectors : int
+        Vectors per request.
+    connections : int
+        wrk connections.
+    servers : tuple of str
+        Servers that run this workload.
+    """
+
+    key: str
+    path: str
+    body: str
+    content_type: str
+    vectors: int
+    connections: int
+    servers: tuple[str, ...]
+
+    @property
+    def npy(self) -> bool:
+        return self.content_type == NPY_TYPE
+
+
+def workloads(batch: int, npy_batch: int, connections: int) -> list[Workload]:
+    """The workloads of the issue, plus ``.npy`` /reconstruct for information."""
+    both = (BASELINE, SERVICE)
+    return [
+        Workload("encode-1", "/encode", "single.json", JSON_TYPE, 1, connections, (NOOP, *both)),
+        Workload(f"encode-{batch}", "/encode", "batch.json", JSON_TYPE, batch, 4, both),
+        Workload(f"reconstruct-{batch}", "/reconstruct", "batch.json", JSON_TYPE, batch, 4, both),
+        Workload(
+            f"encode-npy-{npy_batch}", "/encode", "batch.npy", NPY_TYPE, npy_batch, 4, (SERVICE,)
+        ),
+        Workload(
+            f"reconstruct-npy-{npy_batch}",
+            "/reconstruct",
+            "batch.npy",
+            NPY_TYPE,
+            npy_batch,
+            4,
+            (SERVICE,),
+        ),
+    ]
+
+
+def load_rows(n: int, path: Path = TEST_FILE, seed: int = 0) -> NDArray[np.float64]:
+    """``n`` pixel rows: optdigits test rows (repeated as needed), or synthetic 0..16 integers.
+
+    Returns
+    -------
+    X : ndarray of shape (n, 64)
+    """
+    if path.is_file():
+        data = np.loadtxt(path, delimiter=",")[:, :64]
+    else:
+        print(f"bench: {path} not found; using synthetic rows in 0..16", flush=True)
+        data = np.random.default_rng(seed).integers(0, 17, size=(2000, 64)).astype(np.float64)
+    return np.resize(data, (n, 64)).astype(np.float64)
+
+
+def reference_answers(model: Autoencoder, X: NDArray[np.float64]) -> Answers:
+    """The in-process model's answers for pixel rows ``X``."""
+    vectors, errors = model.reconstruct(X)
+    return Answers(latent=model.encode(X), vectors=vectors, errors=errors)
+
+
+def _write_inputs(
+    workdir: Path, rows: NDArray[np.float64], batch: int, all_workloads: list[Workload]
+) -> dict[str, Path]:
+    """Write the request bodies and one wrk script per workload; return the scripts by key."""
+    (workdir / "single.json").write_bytes(json_body(rows[:1]))
+    (workdir / "batch.json").write_bytes(json_body(rows[:batch]))
+    (workdir / "batch.npy").write_bytes(npy_body(rows, np.float32))
+    return {
+        w.key: write_wrk_script(workdir / f"{w.key}.lua", workdir / w.body, w.content_type)
+        for w in all_workloads
+    }
+
+
+class Bench:
+    """State of one ``make bench`` run: inputs, reference answers, results so far."""
+
+    def __init__(self, args: argparse.Namespace, workdir: Path) -> None:
+        self.args = args
+        self.rows = load_rows(args.npy_batch)
+        self.workloads = workloads(args.batch, args.npy_batch, args.connections)
+        self.scripts = _write_inputs(workdir, self.rows, args.batch, self.workloads)
+        self.model = Autoencoder.from_dir(ROOT / MODEL_DIR)
+        pin = not args.no_pin and (os.cpu_count() or 1) >= 2 and shutil.which("taskset")
+        self.server_cpus: str | None = "0" if pin else None
+        self.wrk_cpus: str | None = "1" if pin else None
+        self.runs: list[Measurement] = []
+        self.servers: dict[str, ServerFigures] = {}
+        self.problems: list[str] = []
+        self.baseline_answers: dict[str, Answers] = {}
+
+    # --- answer checks -------------------------------------------------------------------
+
+    def _bodies(self) -> list[tuple[str, NDArray[np.float64], bytes]]:
+        single, batch = self.rows[:1], self.rows[: self.args.batch]
+        return [("1-vector", single, json_body(single)), ("batch", batch, json_body(batch))]
+
+    def check_server(self, server: RunningServer) -> set[str]:
+        """Check a server's answers; return the workload keys it must not run (and why, logged).
+
+        Raises
+        ------
+        AnswerMismatchError
+            If the server's JSON answers differ from the reference.
+        """
+        with httpx.Client(base_url=server.base_url, timeout=60.0) as client:
+            if server.spec.name == NOOP:
+                answer = client.post("/encode", content=b"{}", headers={"Content-Type": JSON_TYPE})
+                if answer.status_code != 200 or answer.json() != {"ok": True}:
+                    raise AnswerMismatchError(f"noop answered {answer.status_code} {answer.text!r}")
+                return set()
+            for label, X, body in self._bodies():
+                answers = fetch_json_answers(client, body)
+                name = f"{server.spec.name} JSON {label} answers"
+                check_answers(reference_answers(self.model, X), answers, atol=JSON_ATOL, label=name)
+                if server.spec.name == BASELINE:
+                    self.baseline_answers[label] = answers
+                elif label in self.baseline_answers:
+                    check_answers(
+                        self.baseline_answers[label],
+                        answers,
+                        atol=JSON_ATOL,
+                        label=f"{name} (against the straightforward app's)",
+                    )
+            if server.spec.name != SERVICE:
+                return set()
+            return self._check_npy(client)
+
+    def _check_npy(self, client: httpx.Client) -> set[str]:
+        npy_keys = {w.key for w in self.workloads if w.npy}
+        batch = self.rows[: self.args.batch]
+        try:
+            check_answers(
+                reference_answers(self.model, batch),
+                fetch_npy_answers(client, npy_body(batch, np.float64), np.float64),
+                atol=JSON_ATOL,
+                label="digitcode float64 .npy answers",
+            )
+            check_answers(
+                reference_answers(self.model, self.rows),
+                fetch_npy_answers(client, npy_body(self.rows, np.float32), np.float32),
+                atol=FLOAT32_TOL,
+                rtol=FLOAT32_TOL,
+                label="digitcode float32 .npy answers",
+            )
+        except NpyUnsupportedError as exc:
+            self._skip(npy_keys, f"missing: .npy not served ({exc})")
+            return npy_keys
+        except AnswerMismatchError as exc:
+            self.problems.append(str(exc))
+            self._skip(npy_keys, "not timed: .npy answers differ")
+            return npy_keys
+        print("bench: digitcode .npy answers agree with the reference", flush=True)
+        return set()
+
+    def _skip(self, keys: set[str], note: str) -> None:
+        print(f"bench: digitcode {', '.join(sorted(keys))}: {note}", flush=True)
+        for w in self.workloads:
+            if w.key in keys:
+                self.runs.append(Measurement(SERVICE, w.key, w.vectors, w.connections, None, note))
+
+    # --- timing ----------------------------------------------------------------------------
+
+    def _wrk(self, server: RunningServer, workload: Workload, duration_s: float) -> list[str]:
+        return wrk_command(
+            server.base_url + workload.path,
+            self.scripts[workload.key],
+            duration_s=duration_s,
+            connections=workload.connections,
+            cpus=self.wrk_cpus,
+        )
+
+    def time_workload(self, server: RunningServer, workload: Workload) -> Measurement:
+        """A warm-up run, then the timed run of one workload against one server."""
+        name = server.spec.name
+        if self.args.warmup > 0:
+            warmup = run_wrk(self._wrk(server, workload, self.args.warmup))
+            if not warmup.valid:
+                self.problems.append(f"{name} {workload.key}: warm-up had errors: {warmup}")
+        command = self._wrk(server, workload, self.args.duration)
+        print(f"bench: {name} {workload.key}: {' '.join(command)}", flush=True)
+        result = run_wrk(command)
+        run = Measurement(name, workload.key, workload.vectors, workload.connections, result)
+        if not result.valid:
+            self.problems.append(
+                f"{name} {workload.key}: {result.non2xx} non-2xx (first status "
+                f"{result.first_bad_status}), {result.socket_errors} socket errors"
+            )
+        print(
+            f"bench:   {result.requests_per_s:,.1f} req/s, {run.vectors_per_s:,.0f} vectors/s, "
+            f"p99 {result.latency_p99_us / 1000:.2f} ms, non-2xx {result.non2xx}",
+            flush=True,
+        )
+        return run
+
+    def bench_server(self, spec: ServerSpec) -> None:
+        """Start one server, check its answers, time its workloads, read its memory, stop it."""
+        print(f"bench: starting {spec.name}: {' '.join(spec.argv)}", flush=True)
+        with start_server(spec, cwd=ROOT, cpus=self.server_cpus) as server:
+            figures = ServerFigures(startup_s=server.startup_s)
+            self.servers[spec.name] = figures
+            print(f"bench: {spec.name} ready in {server.startup_s:.3f} s", flush=True)
+            skip = self.check_server(server)
+            print(f"bench: {spec.name} answers checked", flush=True)
+            for workload in self.workloads:
+                if spec.name in workload.servers and workload.key not in skip:
+                    self.runs.append(self.time_workload(server, workload))
+            memory = server.memory_mb()
+            figures.rss_mb, figures.peak_rss_mb = memory["rss_mb"], memory["peak_rss_mb"]
+
+
+def _version(name: str) -> str:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def _meta(args: argparse.Namespace, bench: Bench, load_at_start: float) -> dict[str, Any]:
+    wrk = subprocess.run(["wrk", "-v"], capture_output=True, text=True, check=False)
+    commit = subprocess.run(
+        ["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True, text=True
+    )
+    return {
+        "git": commit.stdout.strip(),
+        "load_average_at_start": load_at_start,
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        "wrk": (wrk.stdout + wrk.stderr).splitlines()[0] if wrk.stdout + wrk.stderr else "",
+        "packages": {
+            p: _version(p)
+            for p in ("fastapi", "starlette", "uvicorn", "pydantic", "numpy", "orjson")
+        },
+        # uvicorn's "auto" picks httptools/uvloop only when installed; h11/asyncio otherwise.
+        "uvicorn_http": "httptools" if _version("httptools") != "not installed" else "h11",
+        "uvicorn_loop": "uvloop" if _version("uvloop") != "not installed" else "asyncio",
+        "duration_s": args.duration,
+        "warmup_s": args.warmup,
+        "server_cpus": bench.server_cpus,
+        "wrk_cpus": bench.wrk_cpus,
+        "wrk_threads": 1,
+        "rows": str(TEST_FILE) if TEST_FILE.is_file() else "synthetic",
+        "load_average_at_end": _load_average(),
+    }
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__)
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per timed run")
+    parser.add_argument("--warmup", type=float, default=2.0, help="seconds of warm-up per run")
+    parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help="where to write JSON")
+    parser.add_argument("--batch", type=int, default=1000, help="vectors per JSON batch")
+    parser.add_argument("--npy-batch", type=int, default=10_000, help="vectors per .npy batch")
+    parser.add_argument("--connections", type=int, default=8, help="single-vector connections")
+    parser.add_argument("--no-pin", action="store_true", help="do not pin server and wrk")
+    parser.add_argument("--strict", action="store_true", help="exit 1 if a target is not met")
+    args = parser.parse_args(argv)
+    if args.batch > args.npy_batch:
+        parser.error("--batch must not exceed --npy-batch")
+    return args
+
+
+def _load_average() -> float:
+    """The 1-minute load average (0 where /proc/loadavg is unreadable)."""
+    try:
+        return float(Path("/proc/loadavg").read_text(encoding="ascii").split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    ensure_wrk()
+    load = _load_average()
+    if load > 0.5:
+        print(
+            f"bench: WARNING: load average is {load:.2f} before starting; other processes "
+            "compete for the CPUs and the figures will be noisy",
+            flush=True,
+        )
+    with tempfile.TemporaryDirectory(prefix="digitcode-bench-") as tmp:
+        bench = Bench(args, Path(tmp))
+        print(
+            f"bench: server on CPU {bench.server_cpus}, wrk on CPU {bench.wrk_cpus}"
+            if bench.server_cpus
+            else "bench: no CPU pinning",
+            flush=True,
+        )
+        try:
+            for spec in SERVERS:
+                bench.bench_server(spec)
+        except (AnswerMismatchError, ServerError, WrkError) as exc:
+            bench.problems.append(f"aborted: {exc}")
+            print(f"bench: ABORTED: {exc}", file=sys.stderr, flush=True)
+        targets = evaluate_targets(bench.runs, bench.servers)
+        print()
+        print(format_report(bench.runs, bench.servers, targets))
+        meta = _meta(args, bench, load)
+        report = report_dict(meta, bench.runs, bench.servers, targets, bench.problems)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    print(f"\nbench: wrote {args.json}")
+    for problem in bench.problems:
+        print(f"bench: PROBLEM: {problem}", file=sys.stderr)
+    if bench.problems:
+        return 1
+    return 1 if args.strict and not report["all_targets_met"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
