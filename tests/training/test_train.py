@@ -117,3 +117,17 @@ def test_learning_rate_decays_to_the_final_fraction():
     preset = Preset(hidden_layer_sizes=(2,), activation="tanh", epochs=5, lr_decay=0.1)
     result = train_autoencoder(Xs[:50], Xs[50:], preset, seed=0)
     assert result.mlp._optimizer.learning_rate_init == pytest.approx(1e-4)
+
+
+def test_input_noise_changes_training_but_stays_deterministic():
+    from training.train import Preset, train_autoencoder
+
+    X, _ = synthetic_digits(80, seed=4)
+    Xs = X / 16
+    clean = Preset(hidden_layer_sizes=(4, 2, 4), activation="tanh", epochs=3)
+    noisy = Preset(hidden_layer_sizes=(4, 2, 4), activation="tanh", epochs=3, input_noise=0.2)
+    a = train_autoencoder(Xs[:60], Xs[60:], noisy, seed=0)
+    b = train_autoencoder(Xs[:60], Xs[60:], noisy, seed=0)
+    c = train_autoencoder(Xs[:60], Xs[60:], clean, seed=0)
+    np.testing.assert_array_equal(a.mlp.coefs_[0], b.mlp.coefs_[0])
+    assert not np.array_equal(a.mlp.coefs_[0], c.mlp.coefs_[0])
