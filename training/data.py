@@ -9,7 +9,13 @@ from numpy.typing import NDArray
 
 from service.artifact import N_FEATURES, PIXEL_MAX
 
-__all__ = ["DataError", "fit_minmax", "load_optdigits", "split_train_validation"]
+__all__ = [
+    "DataError",
+    "fit_minmax",
+    "load_optdigits",
+    "portable_path",
+    "split_train_validation",
+]
 
 
 class DataError(ValueError):
@@ -89,3 +95,11 @@ def split_train_validation(
         X, y, test_size=fraction, stratify=y, shuffle=True, random_state=seed
     )
     return X_fit, X_val, y_fit, y_val
+
+
+def portable_path(path: Path) -> str:
+    """A path fit for a manifest or report: as given if relative, else just its name.
+
+    Records how to rebuild without leaking this machine's directory layout.
+    """
+    return path.name if path.is_absolute() else path.as_posix()

@@ -29,7 +29,7 @@ from sklearn.neighbors import KNeighborsClassifier
 
 from service.artifact import ArtifactError
 from service.model import Autoencoder, scale_pixels
-from training.data import DataError, load_optdigits, split_train_validation
+from training.data import DataError, load_optdigits, portable_path, split_train_validation
 from training.plot import plot_digit_pairs, plot_error_histogram, plot_latent, plot_per_digit
 
 __all__ = ["Row", "evaluate_models", "knn_accuracy", "main", "noise_vectors", "parameter_count"]
@@ -234,8 +234,9 @@ and nowhere else. Errors are mean squared errors in the scaled [0, 1] units of t
 scaler fitted on the training file.
 
 Reproduce: `{manifest.get("rebuild_command", "?")}`, then
-`python -m training.evaluate --model {args.model} --train {Path(args.train).name}
---test {Path(args.test).name}`.
+`python -m training.evaluate --model {portable_path(args.model)}
+--train {portable_path(args.train)} --test {portable_path(args.test)}`. How the preset was chosen
+(validation numbers only): [tuning.md](tuning.md).
 
 ## Headline
 
