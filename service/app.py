@@ -15,6 +15,7 @@ from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 
+from service.fastpath import InferenceFastPath
 from service.middleware import (
     API_KEY_HEADER,
     PROBE_PATHS,
@@ -81,7 +82,9 @@ def _openapi(application: FastAPI, settings: Settings) -> dict[str, Any]:
     return schema
 
 
-def create_app(settings: Settings | None = None, model: Autoencoder | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None, model: Autoencoder | None = None, fast_path: bool = True
+) -> FastAPI:
     """Build the application.
 
     Parameters
@@ -91,6 +94,9 @@ def create_app(settings: Settings | None = None, model: Autoencoder | None = Non
     model : Autoencoder, optional
         An already loaded model; if None, the model is loaded from ``settings.model_dir`` when
         the app starts (lifespan), not at import.
+    fast_path : bool
+        Serve the inference endpoints through :class:`service.fastpath.InferenceFastPath`
+        (same answers, less overhead); False routes them through FastAPI (tests compare both).
     """
     settings = settings or get_settings()
 
@@ -115,6 +121,8 @@ def create_app(settings: Settings | None = None, model: Autoencoder | None = Non
     application.state.settings = settings
     application.state.model = model
     # Added innermost first: the version header is on every answer, 401 and 503 included.
+    if fast_path:
+        application.add_middleware(InferenceFastPath, state=application.state)
     application.add_middleware(ConcurrencyLimitMiddleware, limit=settings.max_concurrency)
     if settings.api_key is not None:
         application.add_middleware(ApiKeyMiddleware, api_key=settings.api_key.get_secret_value())

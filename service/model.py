@@ -20,6 +20,12 @@ __all__ = ["Autoencoder", "scale_pixels", "unscale_pixels"]
 Array = NDArray[np.float64]
 
 
+def _clip01(x: Array) -> Array:
+    # In place; two ufunc calls cost less than np.clip's dispatch on small arrays.
+    np.maximum(x, 0.0, out=x)
+    return np.minimum(x, 1.0, out=x)
+
+
 # In-place activations: the forward pass allocates one array per layer, not two.
 def _logistic(x: Array) -> Array:
     # Same formula as scikit-learn's (scipy.special.expit) so outputs agree to rounding.
@@ -68,7 +74,7 @@ def scale_pixels(X: Array, scaler_min: Array, scaler_scale: Array) -> Array:
     """
     Xs = X - scaler_min
     Xs *= scaler_scale
-    return np.clip(Xs, 0.0, 1.0, out=Xs)
+    return _clip01(Xs)
 
 
 def unscale_pixels(Xs: Array, scaler_min: Array, scaler_scale: Array) -> Array:
@@ -160,8 +166,7 @@ class Autoencoder:
 
     def _decode_scaled(self, Z: Array) -> Array:
         # Reconstructions stay within the range seen in training ([0, 1] in scaled units).
-        out = self._network_output(Z)
-        return np.clip(out, 0.0, 1.0, out=out)
+        return _clip01(self._network_output(Z))
 
     def encode(self, X: Array) -> Array:
         """Latent codes of pixel vectors.

@@ -83,18 +83,28 @@ def _too_many_rows(n: int, max_rows: int, loc: list[str | int]) -> RequestError:
     )
 
 
-def _fast_matrix(obj: dict[str, Any], spec: MatrixSpec) -> NDArray[np.float64] | None:
+def _only_numbers_after_key(body: bytes) -> bool:
+    """True if, after the one key, the body holds no strings, objects, booleans or nulls.
+
+    Then every leaf is a JSON number, so a float conversion cannot accept what the precise
+    path would refuse (numpy would read "1.5" or true as numbers).
+    """
+    if body.count(b'"') != 2:
+        return False
+    key_end = body.rindex(b'"')
+    return all(body.find(letter, key_end) == -1 for letter in (b"t", b"f", b"n", b"{"))
+
+
+def _fast_matrix(obj: dict[str, Any], body: bytes, spec: MatrixSpec) -> NDArray[np.float64] | None:
     rows = obj.get(spec.key)
-    if type(rows) is not list or not rows:
+    if type(rows) is not list or not rows or not _only_numbers_after_key(body):
         return None
     try:
-        array = np.array(rows)
-    except (ValueError, TypeError, OverflowError):  # ragged or nested rows
+        array = np.array(rows, dtype=np.float64)
+    except (ValueError, TypeError, OverflowError):  # ragged or nested rows, huge integers
         return None
-    # dtype kind i/u/f only: strings, nulls, huge ints (object) and all-bool rows fall through.
-    if array.ndim != 2 or array.shape[1] != spec.width or array.dtype.kind not in "iuf":
+    if array.ndim != 2 or array.shape[1] != spec.width:
         return None
-    array = array.astype(np.float64, copy=False)
     if not (array.min() >= spec.lo and array.max() <= spec.hi):  # also False for NaN
         return None
     return array
@@ -127,9 +137,8 @@ def parse_json(body: bytes, spec: MatrixSpec, max_rows: int) -> NDArray[np.float
     is_object = type(obj) is dict
     if is_object and type(obj.get(spec.key)) is list and len(obj[spec.key]) > max_rows:
         raise _too_many_rows(len(obj[spec.key]), max_rows, ["body", spec.key])
-    # JSON booleans would pass numpy's conversion as 0/1; such bodies take the precise path.
-    if is_object and len(obj) == 1 and b"true" not in body and b"false" not in body:
-        array = _fast_matrix(obj, spec)
+    if is_object and len(obj) == 1:
+        array = _fast_matrix(obj, body, spec)
         if array is not None:
             return array
     try:

@@ -81,8 +81,12 @@ def settings() -> Settings:
     return Settings(model_dir=DEFAULT_MODEL, max_batch=50)
 
 
-@pytest.fixture
-def client(settings: Settings) -> Iterator[TestClient]:
-    """The app on the committed default model, started (lifespan run), max batch 50."""
-    with TestClient(create_app(settings)) as test_client:
+@pytest.fixture(params=[True, False], ids=["fast-path", "fastapi-routes"])
+def client(settings: Settings, request: pytest.FixtureRequest) -> Iterator[TestClient]:
+    """The app on the committed default model, started (lifespan run), max batch 50.
+
+    Every test using it runs twice: inference through the ASGI fast path, and through the
+    FastAPI routes; both must behave the same.
+    """
+    with TestClient(create_app(settings, fast_path=request.param)) as test_client:
         yield test_client

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel
 
-from service.dependencies import get_model, read_matrix, respond
-from service.parsing import CODES, JSON_TYPE, NPY_TYPE, VECTORS
+from service.dependencies import get_model, settings_of
+from service.exchange import OPERATIONS, answer, check_content_type, read_limited
+from service.parsing import JSON_TYPE, NPY_TYPE
 from service.schemas import (
     DecodeRequest,
     DecodeResponse,
@@ -60,6 +60,24 @@ def _request_body(model: type[BaseModel], npy_shape: str) -> dict[str, Any]:
     }
 
 
+async def _serve(request: Request, path: str) -> Response:
+    model = get_model(request)
+    media_type = check_content_type(request.headers.get("content-type", ""))
+    settings = settings_of(request)
+    body = await read_limited(
+        request.stream(), request.headers.get("content-length"), settings.body_limit
+    )
+    payload, answer_type = answer(
+        OPERATIONS[path],
+        model,
+        media_type,
+        request.headers.get("accept", ""),
+        body,
+        settings.max_batch,
+    )
+    return Response(content=payload, media_type=answer_type)
+
+
 @router.post(
     "/encode",
     response_model=EncodeResponse,
@@ -68,10 +86,7 @@ def _request_body(model: type[BaseModel], npy_shape: str) -> dict[str, Any]:
     summary="Encode pixel vectors to 2-D latent codes",
 )
 async def encode(request: Request) -> Response:
-    model = get_model(request)
-    body = await read_matrix(request, VECTORS)
-    Z = model.encode(body.array)
-    return respond(body, {"latent": Z}, Z)
+    return await _serve(request, "/encode")
 
 
 @router.post(
@@ -82,10 +97,7 @@ async def encode(request: Request) -> Response:
     summary="Decode 2-D latent codes to pixel vectors",
 )
 async def decode(request: Request) -> Response:
-    model = get_model(request)
-    body = await read_matrix(request, CODES)
-    X = model.decode(body.array)
-    return respond(body, {"vectors": X}, X)
+    return await _serve(request, "/decode")
 
 
 @router.post(
@@ -96,7 +108,4 @@ async def decode(request: Request) -> Response:
     summary="Reconstruct pixel vectors and score each by its reconstruction error",
 )
 async def reconstruct(request: Request) -> Response:
-    model = get_model(request)
-    body = await read_matrix(request, VECTORS)
-    X_hat, errors = model.reconstruct(body.array)
-    return respond(body, {"vectors": X_hat, "errors": errors}, np.column_stack([X_hat, errors]))
+    return await _serve(request, "/reconstruct")
