@@ -7,7 +7,7 @@ invalid one makes the target "NOT met" with the reason.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from benchmarks.wrk import WrkResult
@@ -23,6 +23,7 @@ __all__ = [
 
 NOOP = "noop"
 BASELINE = "straightforward"
+TYPED = "typed"
 SERVICE = "digitcode"
 
 
@@ -89,6 +90,8 @@ class Target:
     unit: str
     higher_is_better: bool
     problem: str = ""
+    # Shown for comparison only; not one of the targets.
+    informational: bool = False
 
     @property
     def met(self) -> bool:
@@ -98,6 +101,8 @@ class Target:
 
     @property
     def status(self) -> str:
+        if self.informational:
+            return "info: " + ("would meet" if self.met else "would not meet")
         if self.met:
             return "met"
         return f"NOT met ({self.problem})" if self.problem else "NOT met"
@@ -118,6 +123,7 @@ class Target:
             "unit": self.unit,
             "higher_is_better": self.higher_is_better,
             "met": self.met,
+            "informational": self.informational,
             "status": self.status,
         }
 
@@ -181,6 +187,19 @@ def evaluate_targets(runs: list[Measurement], servers: dict[str, ServerFigures])
             _find(runs, BASELINE, "reconstruct-1000"),
             4.0,
             "vec",
+        ),
+        *(
+            replace(
+                _ratio_target(
+                    f"1000-vector JSON /{path} vs typed baseline (response models)",
+                    _find(runs, SERVICE, f"{path}-1000"),
+                    _find(runs, TYPED, f"{path}-1000"),
+                    4.0,
+                    "vec",
+                ),
+                informational=True,
+            )
+            for path in ("encode", "reconstruct")
         ),
         Target(
             "10 000-vector .npy /encode vectors/s",
@@ -286,6 +305,6 @@ def report_dict(
             for name, fig in servers.items()
         },
         "targets": [t.as_dict() for t in targets],
-        "all_targets_met": all(t.met for t in targets),
+        "all_targets_met": all(t.met for t in targets if not t.informational),
         "problems": problems,
     }

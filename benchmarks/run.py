@@ -58,6 +58,7 @@ from benchmarks.report import (
     BASELINE,
     NOOP,
     SERVICE,
+    TYPED,
     Measurement,
     ServerFigures,
     evaluate_targets,
@@ -91,6 +92,11 @@ SERVERS = (
     ServerSpec(
         BASELINE,
         python_argv(*UVICORN, "--log-level", "warning", "benchmarks.apps:straightforward_app"),
+        {**ONE_BLAS_THREAD, "DIGITCODE_MODEL_DIR": str(MODEL_DIR)},
+    ),
+    ServerSpec(
+        TYPED,
+        python_argv(*UVICORN, "--log-level", "warning", "benchmarks.apps:typed_app"),
         {**ONE_BLAS_THREAD, "DIGITCODE_MODEL_DIR": str(MODEL_DIR)},
     ),
     ServerSpec(
@@ -145,7 +151,7 @@ class Workload:
 
 def workloads(batch: int, npy_batch: int, connections: int) -> list[Workload]:
     """The workloads of the issue, plus ``.npy`` /reconstruct for information."""
-    both = (BASELINE, SERVICE)
+    both = (BASELINE, TYPED, SERVICE)
     return [
         Workload("encode-1", "/encode", "single.json", JSON_TYPE, 1, connections, (NOOP, *both)),
         Workload(f"encode-{batch}", "/encode", "batch.json", JSON_TYPE, batch, 4, both),
