@@ -4,7 +4,9 @@
 #   docker run --rm -p 8000:8000 digitcode          # then: curl localhost:8000/healthz
 #
 # Only the service is installed (no extras); the committed model in models/default is baked in.
-# The container writes nothing at runtime, so `docker run --read-only` works.
+# It starts one worker per CPU (DIGITCODE_WORKERS to change), which share their Prometheus
+# metrics through a directory in /tmp; everything else is read-only, so
+# `docker run --read-only --tmpfs /tmp` works (with DIGITCODE_WORKERS=1, plain --read-only).
 #
 # The venv at /opt/venv is created with `python3 -m venv` and everything below uses its
 # absolute paths: that works both with the official python:3.11-slim image (Python in

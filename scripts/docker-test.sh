@@ -270,8 +270,11 @@ esac
 info "image user: $user"
 
 CONTAINER_STARTED=1
+# Read-only root; the only writable place is a small tmpfs for the workers' shared metrics.
 docker run -d --name "$NAME" --network host --read-only \
+    --tmpfs /tmp:rw,noexec,nosuid,size=16m \
     --cap-drop ALL --security-opt no-new-privileges \
+    -e DIGITCODE_WORKERS=2 \
     --health-interval 2s --health-start-period 60s \
     -e DIGITCODE_PORT="$PORT" "$IMAGE" >/dev/null
 info "container $NAME on port $PORT"

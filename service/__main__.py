@@ -3,12 +3,19 @@
 A missing or corrupted model directory ends the process with exit status 2 and one line on
 stderr, instead of a traceback or a server that cannot answer. SIGTERM (and Ctrl-C) stop
 accepting connections, let in-flight requests finish, and exit with status 0.
+
+With ``DIGITCODE_WORKERS`` > 1, uvicorn's supervisor starts that many worker processes; each
+builds the app from the same settings and loads the model in its lifespan, and Prometheus
+metrics are shared through a temporary multiprocess directory.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
 import signal
 import sys
+import tempfile
 from types import FrameType
 
 import uvicorn
@@ -16,6 +23,7 @@ import uvicorn
 from service.app import create_app
 from service.artifact import ArtifactError
 from service.model import Autoencoder
+from service.observability import MULTIPROC_ENV
 from service.settings import get_settings
 
 
@@ -34,13 +42,31 @@ def main() -> int:
     # then restores these handlers and raises the signal again, which by default would kill
     # the process with status 143 after a clean shutdown.
     signal.signal(signal.SIGTERM, _drained)
-    uvicorn.run(
-        create_app(settings, model=model),
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        timeout_graceful_shutdown=settings.shutdown_timeout,
-    )
+    common = {
+        "host": settings.host,
+        "port": settings.port,
+        "log_level": settings.log_level,
+        "access_log": False,  # one structured line per request comes from the app instead
+        "timeout_graceful_shutdown": settings.shutdown_timeout,
+    }
+    if settings.workers == 1:
+        uvicorn.run(create_app(settings, model=model), **common)  # type: ignore[arg-type]
+        return 0
+    try:
+        metrics_dir = tempfile.mkdtemp(prefix="digitcode-metrics-")
+    except OSError as exc:
+        print(
+            f"digitcode: cannot serve: no writable temporary directory for the workers' "
+            f"metrics ({exc.strerror}); mount one (docker run --tmpfs /tmp) or set "
+            "DIGITCODE_WORKERS=1",
+            file=sys.stderr,
+        )
+        return 2
+    os.environ[MULTIPROC_ENV] = metrics_dir  # read by prometheus-client in each worker
+    try:
+        uvicorn.run("service.app:app", workers=settings.workers, **common)  # type: ignore[arg-type]
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
 
 

@@ -6,8 +6,11 @@ checks the model first and exits with one clear line if it cannot be loaded.
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import AsyncIterator
+import signal
+import threading
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -15,6 +18,7 @@ from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 
+from service.artifact import ArtifactError
 from service.fastpath import InferenceFastPath
 from service.middleware import (
     API_KEY_HEADER,
@@ -24,8 +28,9 @@ from service.middleware import (
     ModelVersionMiddleware,
 )
 from service.model import Autoencoder
+from service.observability import ObservabilityMiddleware, configure_logging, set_model_info
 from service.parsing import RequestError
-from service.routers import inference, probes
+from service.routers import inference, metrics, probes
 from service.settings import Settings, get_settings
 
 __all__ = ["MODEL_VERSION_HEADER", "app", "create_app"]
@@ -82,6 +87,46 @@ def _openapi(application: FastAPI, settings: Settings) -> dict[str, Any]:
     return schema
 
 
+def reload_model(application: FastAPI, settings: Settings) -> bool:
+    """Load ``settings.model_dir`` again and serve it if it is valid; keep the old one if not.
+
+    Requests in flight finish with the model they started with; the version header changes
+    with the first answer from the new model.
+    """
+    old: Autoencoder | None = application.state.model
+    try:
+        new = Autoencoder.from_dir(settings.model_dir)
+    except ArtifactError as exc:
+        logger.error(
+            "reload refused, still serving %s: %s",
+            old.version if old else None,
+            exc,
+            extra={"model_version": old.version if old else None},
+        )
+        return False
+    application.state.model = new
+    previous = (old.version, str(old.manifest.get("preset", ""))) if old else None
+    set_model_info(new.version, str(new.manifest.get("preset", "")), previous)
+    logger.info(
+        "reloaded: serving model %s (was %s)",
+        new.version,
+        old.version if old else None,
+        extra={"model_version": new.version},
+    )
+    return True
+
+
+def _install_sighup(callback: Callable[[], object]) -> bool:
+    # Only where the loop can take signals (the main thread; not inside test clients).
+    if threading.current_thread() is not threading.main_thread():
+        return False
+    try:
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, callback)
+    except (NotImplementedError, RuntimeError, ValueError):
+        return False
+    return True
+
+
 def create_app(
     settings: Settings | None = None, model: Autoencoder | None = None, fast_path: bool = True
 ) -> FastAPI:
@@ -102,10 +147,22 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Here, not in __main__: with several workers each process runs its own lifespan.
+        configure_logging(settings.log_level, settings.log_format)
         if app.state.model is None:
             app.state.model = Autoencoder.from_dir(settings.model_dir)
-        logger.info("serving model %s from %s", app.state.model.version, settings.model_dir)
+        model = app.state.model
+        set_model_info(model.version, str(model.manifest.get("preset", "")))
+        logger.info(
+            "serving model %s from %s",
+            model.version,
+            settings.model_dir,
+            extra={"model_version": model.version, "model_dir": str(settings.model_dir)},
+        )
+        reload_on_hup = _install_sighup(lambda: reload_model(app, settings))
         yield
+        if reload_on_hup:
+            asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
 
     application = FastAPI(
         title="digitcode",
@@ -127,9 +184,11 @@ def create_app(
     if settings.api_key is not None:
         application.add_middleware(ApiKeyMiddleware, api_key=settings.api_key.get_secret_value())
     application.add_middleware(ModelVersionMiddleware, state=application.state)
+    application.add_middleware(ObservabilityMiddleware, state=application.state)
     application.add_exception_handler(RequestError, _request_error)
     application.include_router(probes.router)
     application.include_router(inference.router)
+    application.include_router(metrics.router)
     application.openapi = lambda: _openapi(application, settings)  # type: ignore[method-assign]
     return application
 

@@ -113,8 +113,8 @@ def answer(
     accept: str,
     body: bytes,
     max_rows: int,
-) -> tuple[bytes, str]:
-    """Run one request and return the answer's bytes and media type.
+) -> tuple[bytes, str, int]:
+    """Run one request and return the answer's bytes, its media type and the rows served.
 
     The answer is ``.npy`` when ``accept`` names ``application/x-npy``, JSON when it names
     ``application/json``, and otherwise in the request's own format; ``.npy`` answers come in
@@ -134,5 +134,5 @@ def answer(
         npy_dtype = None if JSON_TYPE in accept and NPY_TYPE not in accept else dtype
     content, array = operation.run(model, rows)
     if npy_dtype is not None:
-        return dump_npy(array, npy_dtype), NPY_TYPE
-    return dump_json(content), JSON_TYPE
+        return dump_npy(array, npy_dtype), NPY_TYPE, len(rows)
+    return dump_json(content), JSON_TYPE, len(rows)

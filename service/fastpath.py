@@ -47,7 +47,7 @@ class InferenceFastPath:
             body = await read_limited(
                 _chunks(receive), headers.get(b"content-length"), settings.body_limit
             )
-            payload, answer_type = answer(
+            payload, answer_type, rows = answer(
                 operation,
                 model,
                 media_type,
@@ -57,6 +57,7 @@ class InferenceFastPath:
             )
             status = 200
             extra: list[tuple[bytes, bytes]] = []
+            scope.setdefault("state", {})["vectors"] = rows
         except RequestError as exc:
             payload, answer_type, status = (
                 orjson.dumps({"detail": exc.detail}),

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -33,7 +35,15 @@ class Settings(BaseSettings):
     )
     host: str = Field("127.0.0.1", description="Interface `python -m service` binds to.")
     port: int = Field(8000, ge=0, le=65535, description="Port `python -m service` listens on.")
-    log_level: str = Field("info", description="uvicorn log level.")
+    log_level: str = Field("info", description="Log level (debug, info, warning, error).")
+    log_format: Literal["json", "plain"] = Field(
+        "json", description="One JSON object per line, or plain text."
+    )
+    workers: int = Field(
+        default_factory=lambda: os.cpu_count() or 1,
+        ge=1,
+        description="Worker processes `python -m service` starts (default: CPU cores).",
+    )
     shutdown_timeout: int = Field(
         30, ge=1, description="Seconds to let in-flight requests finish after SIGTERM."
     )

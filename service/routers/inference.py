@@ -67,7 +67,7 @@ async def _serve(request: Request, path: str) -> Response:
     body = await read_limited(
         request.stream(), request.headers.get("content-length"), settings.body_limit
     )
-    payload, answer_type = answer(
+    payload, answer_type, rows = answer(
         OPERATIONS[path],
         model,
         media_type,
@@ -75,6 +75,7 @@ async def _serve(request: Request, path: str) -> Response:
         body,
         settings.max_batch,
     )
+    request.state.vectors = rows  # for the metrics and the access log
     return Response(content=payload, media_type=answer_type)
 
 

@@ -10,6 +10,7 @@ import time
 
 import httpx
 import numpy as np
+import pytest
 
 from tests.conftest import ROOT
 
@@ -20,9 +21,15 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def test_sigterm_drains_in_flight_requests_and_exits_0():
+@pytest.mark.parametrize("workers", [1, 2])
+def test_sigterm_drains_in_flight_requests_and_exits_0(workers):
     port = _free_port()
-    env = {**os.environ, "DIGITCODE_PORT": str(port), "DIGITCODE_LOG_LEVEL": "warning"}
+    env = {
+        **os.environ,
+        "DIGITCODE_PORT": str(port),
+        "DIGITCODE_LOG_LEVEL": "warning",
+        "DIGITCODE_WORKERS": str(workers),
+    }
     server = subprocess.Popen([sys.executable, "-m", "service"], cwd=ROOT, env=env)
     url = f"http://127.0.0.1:{port}"
     try:

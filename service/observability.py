@@ -1,0 +1,207 @@
+"""Prometheus metrics, one structured log line per request, and request IDs.
+
+Metrics work with several worker processes: when ``PROMETHEUS_MULTIPROC_DIR`` is set (``python
+-m service`` sets it when it starts more than one worker), prometheus-client keeps each worker's
+values in files there and ``/metrics`` adds them up.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.multiprocess import MultiProcessCollector
+from starlette.datastructures import State
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+__all__ = [
+    "METRICS_CONTENT_TYPE",
+    "MULTIPROC_ENV",
+    "REQUEST_ID_HEADER",
+    "JsonFormatter",
+    "ObservabilityMiddleware",
+    "configure_logging",
+    "metrics_payload",
+    "set_model_info",
+]
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+METRICS_CONTENT_TYPE = CONTENT_TYPE_LATEST
+REQUEST_ID_HEADER = "X-Request-ID"
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+# Label values for the path: the API's own paths, everything else lumped (bounded cardinality).
+_ENDPOINTS = frozenset(
+    {"/encode", "/decode", "/reconstruct", "/healthz", "/readyz", "/model", "/metrics"}
+)
+
+REQUESTS = Counter(
+    "digitcode_requests_total", "HTTP requests answered.", ["endpoint", "method", "status"]
+)
+LATENCY = Histogram(
+    "digitcode_request_duration_seconds",
+    "Time from receiving a request to the end of its answer.",
+    ["endpoint", "method", "status"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+)
+VECTORS = Counter(
+    "digitcode_vectors_total", "Vectors or codes processed (valid requests only).", ["endpoint"]
+)
+BODY_BYTES = Histogram(
+    "digitcode_request_body_bytes",
+    "Size of request bodies.",
+    ["endpoint"],
+    buckets=(128, 1024, 8192, 65_536, 262_144, 1_048_576, 4_194_304, 16_777_216),
+)
+IN_FLIGHT = Gauge(
+    "digitcode_requests_in_flight", "Requests being served now.", multiprocess_mode="livesum"
+)
+MODEL_INFO = Gauge(
+    "digitcode_model_info",
+    "The served model: 1 for the current version, 0 for one replaced by a reload.",
+    ["model_version", "preset"],
+    multiprocess_mode="livemax",
+)
+
+access_log = logging.getLogger("digitcode.access")
+
+
+def set_model_info(version: str, preset: str, previous: tuple[str, str] | None = None) -> None:
+    """Mark ``version`` as the served model (and ``previous`` as no longer served)."""
+    if previous is not None and previous != (version, preset):
+        MODEL_INFO.labels(*previous).set(0)
+    MODEL_INFO.labels(version, preset).set(1)
+
+
+def metrics_payload() -> bytes:
+    """The Prometheus text exposition of this process, or of all workers in multiprocess mode."""
+    if os.environ.get(MULTIPROC_ENV):
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return generate_latest(registry)
+    return generate_latest(REGISTRY)
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, plus any ``extra`` fields."""
+
+    _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message"}
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        line.update({k: v for k, v in vars(record).items() if k not in self._STANDARD})
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return json.dumps(line, default=str)
+
+
+def configure_logging(level: str, fmt: str) -> None:
+    """Send the ``digitcode`` loggers to stderr as JSON lines (``fmt="json"``) or plain text."""
+    logger = logging.getLogger("digitcode")
+    logger.setLevel(level.upper())
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+    handler = logging.StreamHandler()
+    handler.setFormatter(
+        JsonFormatter()
+        if fmt == "json"
+        else logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s")
+    )
+    logger.addHandler(handler)
+
+
+class ObservabilityMiddleware:
+    """Per request: a request ID (taken or made, echoed), metrics, and one access log line.
+
+    No request body is ever logged. The number of vectors comes from the handler through
+    ``scope["state"]["vectors"]``.
+    """
+
+    def __init__(self, app: ASGIApp, state: State) -> None:
+        self.app = app
+        self.state = state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        request_id = ""
+        body_bytes = 0
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                candidate = value.decode("latin-1")
+                request_id = candidate if _REQUEST_ID.fullmatch(candidate) else ""
+            elif name == b"content-length" and value.isdigit():
+                body_bytes = int(value)
+        request_id = request_id or uuid.uuid4().hex
+        scope.setdefault("state", {})
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [
+                    *message.get("headers", []),
+                    (b"x-request-id", request_id.encode()),
+                ]
+            await send(message)
+
+        IN_FLIGHT.inc()
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            IN_FLIGHT.dec()
+            self._record(scope, status, started, request_id, body_bytes)
+
+    def _record(
+        self, scope: Scope, status: int, started: float, request_id: str, body_bytes: int
+    ) -> None:
+        seconds = time.perf_counter() - started
+        path = scope["path"]
+        endpoint = path if path in _ENDPOINTS else "other"
+        method = scope["method"]
+        vectors = int(scope["state"].get("vectors", 0))
+        REQUESTS.labels(endpoint, method, str(status)).inc()
+        LATENCY.labels(endpoint, method, str(status)).observe(seconds)
+        if method == "POST":
+            BODY_BYTES.labels(endpoint).observe(body_bytes)
+        if vectors:
+            VECTORS.labels(endpoint).inc(vectors)
+        if access_log.isEnabledFor(logging.INFO):
+            model = self.state.model
+            access_log.info(
+                "%s %s %d",
+                method,
+                path,
+                status,
+                extra={
+                    "method": method,
+                    "path": path,
+                    "status": status,
+                    "duration_ms": round(seconds * 1000, 3),
+                    "vectors": vectors,
+                    "request_id": request_id,
+                    "model_version": model.version if model is not None else None,
+                },
+            )

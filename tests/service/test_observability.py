@@ -1,0 +1,154 @@
+"""Metrics, structured access logs and request IDs."""
+
+import json
+import logging
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+
+from service.observability import JsonFormatter
+from tests.conftest import ROOT
+
+ROW = [1.0] * 64
+
+
+def _metric(text: str, name: str, **labels: str) -> float:
+    """The value of one sample in Prometheus text format (0 if absent)."""
+    wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    for line in text.splitlines():
+        if line.startswith("#"):
+            continue
+        sample, _, value = line.rpartition(" ")
+        metric, _, label_text = sample.partition("{")
+        got = ",".join(sorted(label_text.rstrip("}").split(","))) if label_text else ""
+        if metric == name and got == wanted:
+            return float(value)
+    return 0.0
+
+
+def test_metrics_count_requests_vectors_and_status(client, default_model):
+    before = client.get("/metrics").text
+    client.post("/encode", json={"vectors": [ROW] * 3})
+    client.post("/encode", json={"vectors": [ROW[:5]]})
+    after = client.get("/metrics")
+    assert after.status_code == 200
+    assert after.headers["content-type"].startswith("text/plain")
+    text = after.text
+
+    def delta(name: str, **labels: str) -> float:
+        return _metric(text, name, **labels) - _metric(before, name, **labels)
+
+    ok = {"endpoint": "/encode", "method": "POST", "status": "200"}
+    assert delta("digitcode_requests_total", **ok) == 1
+    assert delta("digitcode_requests_total", **{**ok, "status": "422"}) == 1
+    assert delta("digitcode_vectors_total", endpoint="/encode") == 3
+    assert delta("digitcode_request_duration_seconds_count", **ok) == 1
+    assert delta("digitcode_request_body_bytes_count", endpoint="/encode") == 2
+    preset = default_model.manifest["preset"]
+    assert (
+        _metric(text, "digitcode_model_info", model_version=default_model.version, preset=preset)
+        == 1
+    )
+    assert "digitcode_requests_in_flight" in text
+
+
+def test_unknown_paths_share_one_label(client):
+    client.get("/no/such/path/1")
+    client.get("/no/such/path/2")
+    text = client.get("/metrics").text
+    assert 'endpoint="/no/such/path/1"' not in text
+    assert (
+        _metric(text, "digitcode_requests_total", endpoint="other", method="GET", status="404") >= 2
+    )
+
+
+def test_request_id_is_taken_or_made_and_echoed(client):
+    given = client.get("/healthz", headers={"X-Request-ID": "abc-123"})
+    assert given.headers["x-request-id"] == "abc-123"
+    made = client.get("/healthz")
+    assert re.fullmatch(r"[0-9a-f]{32}", made.headers["x-request-id"])
+    hostile = client.get("/healthz", headers={"X-Request-ID": "x" * 500})
+    assert re.fullmatch(r"[0-9a-f]{32}", hostile.headers["x-request-id"])
+
+
+def test_one_access_log_record_per_request_without_bodies(client, default_model, caplog):
+    secret_row = [7.25] * 64
+    with caplog.at_level(logging.INFO, logger="digitcode.access"):
+        client.post(
+            "/reconstruct", json={"vectors": [secret_row] * 2}, headers={"X-Request-ID": "r1"}
+        )
+    records = [r for r in caplog.records if r.name == "digitcode.access"]
+    assert len(records) == 1
+    record = records[0]
+    assert (record.method, record.path, record.status, record.vectors) == (
+        "POST",
+        "/reconstruct",
+        200,
+        2,
+    )
+    assert record.request_id == "r1"
+    assert record.model_version == default_model.version
+    assert record.duration_ms > 0
+    line = JsonFormatter().format(record)
+    fields = json.loads(line)
+    assert {
+        "time",
+        "method",
+        "path",
+        "status",
+        "duration_ms",
+        "vectors",
+        "request_id",
+        "model_version",
+    } <= set(fields)
+    assert "7.25" not in line
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_two_workers_share_metrics_and_log_json_lines():
+    port = _free_port()
+    env = {**os.environ, "DIGITCODE_PORT": str(port), "DIGITCODE_WORKERS": "2"}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "service"], cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        for _ in range(30):  # a new connection each time, so both workers take some
+            with httpx.Client(base_url=url) as c:
+                assert c.post("/encode", json={"vectors": [ROW] * 2}).status_code == 200
+        # every /metrics answer, from whichever worker, adds up all workers' counts
+        for _ in range(4):
+            with httpx.Client(base_url=url) as c:
+                text = c.get("/metrics").text
+            ok = {"endpoint": "/encode", "method": "POST", "status": "200"}
+            assert _metric(text, "digitcode_requests_total", **ok) == 30
+            assert _metric(text, "digitcode_vectors_total", endpoint="/encode") == 60
+        server.terminate()
+        server.wait(timeout=30)
+        log = server.stderr.read() if server.stderr else ""
+    finally:
+        if server.poll() is None:
+            server.kill()
+    lines = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
+    access = [line for line in lines if line.get("logger") == "digitcode.access"]
+    assert len([a for a in access if a["path"] == "/encode"]) == 30
+    assert server.returncode == 0
+    started = [line for line in lines if line["message"].startswith("serving model")]
+    assert len(started) == 2  # each worker loaded the model

@@ -1,0 +1,111 @@
+"""Model reload without downtime: SIGHUP (or reload_model) serves a valid new model, refuses a
+bad one and keeps serving the old."""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from service.app import create_app, reload_model
+from service.artifact import WEIGHTS_FILE, Artifact, load_artifact, save_artifact
+from service.settings import Settings
+from tests.conftest import DEFAULT_MODEL, ROOT
+
+
+def _write_variant(model_dir: Path, shift: float) -> str:
+    """Replace the artifact in ``model_dir`` by one with shifted biases; return its version."""
+    a = load_artifact(DEFAULT_MODEL)
+    variant = Artifact(
+        a.scaler_min, a.scaler_scale, a.weights, [b + shift for b in a.biases], a.manifest
+    )
+    return str(save_artifact(model_dir, variant)["model_version"])
+
+
+def _break(model_dir: Path) -> None:
+    (model_dir / WEIGHTS_FILE).write_bytes(b"not a model")
+
+
+def test_reload_model_swaps_a_good_model_and_refuses_a_bad_one(tmp_path, caplog):
+    model_dir = tmp_path / "model"
+    shutil.copytree(DEFAULT_MODEL, model_dir)
+    app = create_app(Settings(model_dir=model_dir))
+    with TestClient(app) as client:
+        old = client.get("/healthz").headers["x-model-version"]
+        new = _write_variant(model_dir, 0.01)
+        assert reload_model(app, app.state.settings) is True
+        assert client.get("/healthz").headers["x-model-version"] == new != old
+        metrics = client.get("/metrics").text
+        assert f'digitcode_model_info{{model_version="{new}",preset="default"}} 1.0' in metrics
+        assert f'digitcode_model_info{{model_version="{old}",preset="default"}} 0.0' in metrics
+        _break(model_dir)
+        assert reload_model(app, app.state.settings) is False
+        assert client.get("/healthz").headers["x-model-version"] == new
+        assert client.post("/encode", json={"vectors": [[1] * 64]}).status_code == 200
+    assert any("reload refused" in r.getMessage() for r in caplog.records)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _versions(url: str, n: int = 6) -> set[str]:
+    seen = set()
+    for _ in range(n):  # new connections, so every worker gets asked
+        with httpx.Client(base_url=url, timeout=5) as c:
+            seen.add(c.get("/healthz").headers["x-model-version"])
+    return seen
+
+
+def _wait_for(predicate, seconds: float = 30) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            if predicate():
+                return True
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    return False
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_sighup_reloads_and_a_bad_model_keeps_the_old(tmp_path, workers):
+    model_dir = tmp_path / "model"
+    shutil.copytree(DEFAULT_MODEL, model_dir)
+    port = _free_port()
+    env = {
+        **os.environ,
+        "DIGITCODE_PORT": str(port),
+        "DIGITCODE_MODEL_DIR": str(model_dir),
+        "DIGITCODE_WORKERS": str(workers),
+        "DIGITCODE_LOG_LEVEL": "warning",
+    }
+    server = subprocess.Popen([sys.executable, "-m", "service"], cwd=ROOT, env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        assert _wait_for(lambda: httpx.get(f"{url}/readyz").status_code == 200)
+        old = _versions(url)
+        new = _write_variant(model_dir, 0.02)
+        assert old == {load_artifact(DEFAULT_MODEL).model_version} != {new}
+        server.send_signal(signal.SIGHUP)
+        assert _wait_for(lambda: _versions(url) == {new}), "the new model never went live"
+        _break(model_dir)
+        server.send_signal(signal.SIGHUP)
+        time.sleep(3)  # time for a refused reload (or a failed replacement worker)
+        assert _versions(url, 10) == {new}
+        with httpx.Client(base_url=url) as c:
+            assert c.post("/encode", json={"vectors": [[1] * 64]}).status_code == 200
+        assert server.poll() is None
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
