@@ -107,6 +107,8 @@ SERVERS = (
             "DIGITCODE_PORT": "{port}",
             "DIGITCODE_MODEL_DIR": str(MODEL_DIR),
             "DIGITCODE_MAX_BATCH": "10000",
+            # The targets are per worker: the service would otherwise start one per CPU.
+            "DIGITCODE_WORKERS": "1",
             # The baselines run at --log-level warning too: no access log line per request.
             "DIGITCODE_LOG_LEVEL": "warning",
         },

@@ -25,7 +25,6 @@ from service.middleware import (
     PROBE_PATHS,
     ApiKeyMiddleware,
     ConcurrencyLimitMiddleware,
-    ModelVersionMiddleware,
 )
 from service.model import Autoencoder
 from service.observability import ObservabilityMiddleware, configure_logging, set_model_info
@@ -183,7 +182,6 @@ def create_app(
     application.add_middleware(ConcurrencyLimitMiddleware, limit=settings.max_concurrency)
     if settings.api_key is not None:
         application.add_middleware(ApiKeyMiddleware, api_key=settings.api_key.get_secret_value())
-    application.add_middleware(ModelVersionMiddleware, state=application.state)
     application.add_middleware(ObservabilityMiddleware, state=application.state)
     application.add_exception_handler(RequestError, _request_error)
     application.include_router(probes.router)

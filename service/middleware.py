@@ -1,25 +1,22 @@
-"""Pure ASGI middleware (no body buffering): version header, API key, concurrency limit."""
+"""Pure ASGI middleware (no body buffering): API key and concurrency limit."""
 
 from __future__ import annotations
 
 import hmac
 
 import orjson
-from starlette.datastructures import State
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 __all__ = [
     "API_KEY_HEADER",
     "PROBE_PATHS",
     "ApiKeyMiddleware",
     "ConcurrencyLimitMiddleware",
-    "ModelVersionMiddleware",
 ]
 
 API_KEY_HEADER = "X-API-Key"
 # Orchestrators must reach these without credentials, and even when the service is saturated.
 PROBE_PATHS = frozenset({"/healthz", "/readyz"})
-_NO_MODEL = b"none"
 
 
 async def _send_json(
@@ -38,28 +35,6 @@ async def _send_json(
         }
     )
     await send({"type": "http.response.body", "body": body})
-
-
-class ModelVersionMiddleware:
-    """Adds ``X-Model-Version`` to every response."""
-
-    def __init__(self, app: ASGIApp, state: State) -> None:
-        self.app = app
-        self.state = state
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        async def send_with_version(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                model = self.state.model
-                version = model.version.encode() if model is not None else _NO_MODEL
-                message["headers"] = [*message.get("headers", []), (b"x-model-version", version)]
-            await send(message)
-
-        await self.app(scope, receive, send_with_version)
 
 
 class ApiKeyMiddleware:

@@ -1,4 +1,4 @@
-"""Prometheus metrics, one structured log line per request, and request IDs.
+"""Prometheus metrics, one structured log line per request, request IDs, the version header.
 
 Metrics work with several worker processes: when ``PROMETHEUS_MULTIPROC_DIR`` is set (``python
 -m service`` sets it when it starts more than one worker), prometheus-client keeps each worker's
@@ -12,7 +12,6 @@ import logging
 import os
 import re
 import time
-import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -43,6 +42,7 @@ __all__ = [
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 METRICS_CONTENT_TYPE = CONTENT_TYPE_LATEST
 REQUEST_ID_HEADER = "X-Request-ID"
+_NO_MODEL = b"none"
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 # Label values for the path: the API's own paths, everything else lumped (bounded cardinality).
 _ENDPOINTS = frozenset(
@@ -130,7 +130,8 @@ def configure_logging(level: str, fmt: str) -> None:
 
 
 class ObservabilityMiddleware:
-    """Per request: a request ID (taken or made, echoed), metrics, and one access log line.
+    """Per request: ``X-Model-Version`` and ``X-Request-ID`` (taken or made) on the answer,
+    metrics, and one access log line. Outermost, so every answer has them, 401 and 503 too.
 
     No request body is ever logged. The number of vectors comes from the handler through
     ``scope["state"]["vectors"]``.
@@ -139,6 +140,9 @@ class ObservabilityMiddleware:
     def __init__(self, app: ASGIApp, state: State) -> None:
         self.app = app
         self.state = state
+        # labels() takes a lock and a lookup per call; the few label sets are kept here.
+        self._series: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        self._per_endpoint: dict[str, tuple[Any, Any]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -153,23 +157,25 @@ class ObservabilityMiddleware:
                 request_id = candidate if _REQUEST_ID.fullmatch(candidate) else ""
             elif name == b"content-length" and value.isdigit():
                 body_bytes = int(value)
-        request_id = request_id or uuid.uuid4().hex
+        request_id = request_id or os.urandom(16).hex()
         scope.setdefault("state", {})
         status = 500
 
-        async def send_with_id(message: Message) -> None:
+        async def send_with_ids(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+                model = self.state.model
                 message["headers"] = [
                     *message.get("headers", []),
+                    (b"x-model-version", model.version.encode() if model else _NO_MODEL),
                     (b"x-request-id", request_id.encode()),
                 ]
             await send(message)
 
         IN_FLIGHT.inc()
         try:
-            await self.app(scope, receive, send_with_id)
+            await self.app(scope, receive, send_with_ids)
         finally:
             IN_FLIGHT.dec()
             self._record(scope, status, started, request_id, body_bytes)
@@ -182,12 +188,25 @@ class ObservabilityMiddleware:
         endpoint = path if path in _ENDPOINTS else "other"
         method = scope["method"]
         vectors = int(scope["state"].get("vectors", 0))
-        REQUESTS.labels(endpoint, method, str(status)).inc()
-        LATENCY.labels(endpoint, method, str(status)).observe(seconds)
+        series = self._series.get((endpoint, method, status))
+        if series is None:
+            labels = (endpoint, method, str(status))
+            series = self._series[endpoint, method, status] = (
+                REQUESTS.labels(*labels),
+                LATENCY.labels(*labels),
+            )
+        series[0].inc()
+        series[1].observe(seconds)
         if method == "POST":
-            BODY_BYTES.labels(endpoint).observe(body_bytes)
-        if vectors:
-            VECTORS.labels(endpoint).inc(vectors)
+            per_endpoint = self._per_endpoint.get(endpoint)
+            if per_endpoint is None:
+                per_endpoint = self._per_endpoint[endpoint] = (
+                    BODY_BYTES.labels(endpoint),
+                    VECTORS.labels(endpoint),
+                )
+            per_endpoint[0].observe(body_bytes)
+            if vectors:
+                per_endpoint[1].inc(vectors)
         if access_log.isEnabledFor(logging.INFO):
             model = self.state.model
             access_log.info(

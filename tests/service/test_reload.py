@@ -66,6 +66,20 @@ def _versions(url: str, n: int = 6) -> set[str]:
     return seen
 
 
+def _worker_pids(parent: int) -> set[int]:
+    """PIDs of the worker processes uvicorn's supervisor spawned under ``parent``."""
+    pids = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(fields[1]) == parent and b"spawn_main" in cmdline:
+            pids.add(int(stat.parent.name))
+    return pids
+
+
 def _wait_for(predicate, seconds: float = 30) -> bool:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -97,7 +111,11 @@ def test_sighup_reloads_and_a_bad_model_keeps_the_old(tmp_path, workers):
         old = _versions(url)
         new = _write_variant(model_dir, 0.02)
         assert old == {load_artifact(DEFAULT_MODEL).model_version} != {new}
+        before = _worker_pids(server.pid)
+        assert len(before) == (workers if workers > 1 else 0)
         server.send_signal(signal.SIGHUP)
+        # With two workers the restart is rolling: wait until no original worker is left.
+        assert _wait_for(lambda: not before & _worker_pids(server.pid))
         assert _wait_for(lambda: _versions(url) == {new}), "the new model never went live"
         _break(model_dir)
         server.send_signal(signal.SIGHUP)
