@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
+import httpx
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
@@ -90,3 +98,45 @@ def client(settings: Settings, request: pytest.FixtureRequest) -> Iterator[TestC
     """
     with TestClient(create_app(settings, fast_path=request.param)) as test_client:
         yield test_client
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def running_service(
+    settings: dict[str, str], **popen: Any
+) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """``python -m service`` in a subprocess with extra ``DIGITCODE_*`` settings, once ready.
+
+    Yields the process and its base URL; stops it (SIGTERM, then SIGKILL) on the way out
+    unless the test already did.
+    """
+    port = free_port()
+    env = {**os.environ, "DIGITCODE_PORT": str(port), **settings}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "service"], cwd=ROOT, env=env, text=True, **popen
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        else:
+            raise AssertionError("the service never became ready")
+        yield server, url
+    finally:
+        if server.poll() is None:
+            server.terminate()
+            try:
+                server.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                server.kill()

@@ -2,17 +2,13 @@
 
 import json
 import logging
-import os
 import re
-import socket
 import subprocess
-import sys
-import time
 
 import httpx
 
 from service.observability import JsonFormatter
-from tests.conftest import ROOT
+from tests.conftest import running_service
 
 ROW = [1.0] * 64
 
@@ -109,27 +105,9 @@ def test_one_access_log_record_per_request_without_bodies(client, default_model,
     assert "7.25" not in line
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_two_workers_share_metrics_and_log_json_lines():
-    port = _free_port()
-    env = {**os.environ, "DIGITCODE_PORT": str(port), "DIGITCODE_WORKERS": "2"}
-    server = subprocess.Popen(
-        [sys.executable, "-m", "service"], cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.1)
+    settings = {"DIGITCODE_WORKERS": "2"}
+    with running_service(settings, stderr=subprocess.PIPE) as (server, url):
         for _ in range(30):  # a new connection each time, so both workers take some
             with httpx.Client(base_url=url) as c:
                 assert c.post("/encode", json={"vectors": [ROW] * 2}).status_code == 200
@@ -143,9 +121,6 @@ def test_two_workers_share_metrics_and_log_json_lines():
         server.terminate()
         server.wait(timeout=30)
         log = server.stderr.read() if server.stderr else ""
-    finally:
-        if server.poll() is None:
-            server.kill()
     lines = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
     access = [line for line in lines if line.get("logger") == "digitcode.access"]
     assert len([a for a in access if a["path"] == "/encode"]) == 30

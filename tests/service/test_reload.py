@@ -1,12 +1,8 @@
 """Model reload without downtime: SIGHUP (or reload_model) serves a valid new model, refuses a
 bad one and keeps serving the old."""
 
-import os
 import shutil
 import signal
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -17,7 +13,7 @@ from fastapi.testclient import TestClient
 from service.app import create_app, reload_model
 from service.artifact import WEIGHTS_FILE, Artifact, load_artifact, save_artifact
 from service.settings import Settings
-from tests.conftest import DEFAULT_MODEL, ROOT
+from tests.conftest import DEFAULT_MODEL, running_service
 
 
 def _write_variant(model_dir: Path, shift: float) -> str:
@@ -50,12 +46,6 @@ def test_reload_model_swaps_a_good_model_and_refuses_a_bad_one(tmp_path, caplog)
         assert client.get("/healthz").headers["x-model-version"] == new
         assert client.post("/encode", json={"vectors": [[1] * 64]}).status_code == 200
     assert any("reload refused" in r.getMessage() for r in caplog.records)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _versions(url: str, n: int = 6) -> set[str]:
@@ -96,18 +86,12 @@ def _wait_for(predicate, seconds: float = 30) -> bool:
 def test_sighup_reloads_and_a_bad_model_keeps_the_old(tmp_path, workers):
     model_dir = tmp_path / "model"
     shutil.copytree(DEFAULT_MODEL, model_dir)
-    port = _free_port()
-    env = {
-        **os.environ,
-        "DIGITCODE_PORT": str(port),
+    settings = {
         "DIGITCODE_MODEL_DIR": str(model_dir),
         "DIGITCODE_WORKERS": str(workers),
         "DIGITCODE_LOG_LEVEL": "warning",
     }
-    server = subprocess.Popen([sys.executable, "-m", "service"], cwd=ROOT, env=env)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        assert _wait_for(lambda: httpx.get(f"{url}/readyz").status_code == 200)
+    with running_service(settings) as (server, url):
         old = _versions(url)
         new = _write_variant(model_dir, 0.02)
         assert old == {load_artifact(DEFAULT_MODEL).model_version} != {new}
@@ -124,6 +108,3 @@ def test_sighup_reloads_and_a_bad_model_keeps_the_old(tmp_path, workers):
         with httpx.Client(base_url=url) as c:
             assert c.post("/encode", json={"vectors": [[1] * 64]}).status_code == 200
         assert server.poll() is None
-    finally:
-        server.terminate()
-        server.wait(timeout=30)

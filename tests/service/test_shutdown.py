@@ -1,10 +1,6 @@
 """SIGTERM under sustained load: accepted requests all finish, then the process exits 0."""
 
-import os
 import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 
@@ -12,34 +8,13 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.conftest import ROOT
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.conftest import running_service
 
 
 @pytest.mark.parametrize("workers", [1, 2])
 def test_sigterm_drains_in_flight_requests_and_exits_0(workers):
-    port = _free_port()
-    env = {
-        **os.environ,
-        "DIGITCODE_PORT": str(port),
-        "DIGITCODE_LOG_LEVEL": "warning",
-        "DIGITCODE_WORKERS": str(workers),
-    }
-    server = subprocess.Popen([sys.executable, "-m", "service"], cwd=ROOT, env=env)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.1)
+    settings = {"DIGITCODE_LOG_LEVEL": "warning", "DIGITCODE_WORKERS": str(workers)}
+    with running_service(settings) as (server, url):
         body = {"vectors": np.full((5000, 64), 7.0).tolist()}  # ~50 ms of work each
         outcomes: list[str] = []
         stop = threading.Event()
@@ -67,9 +42,6 @@ def test_sigterm_drains_in_flight_requests_and_exits_0(workers):
         for t in threads:
             t.join(timeout=30)
         code = server.wait(timeout=30)
-    finally:
-        if server.poll() is None:
-            server.kill()
     assert served_before > 0
     assert code == 0
     failed = [o for o in outcomes if o not in ("200", "not accepted")]
