@@ -145,6 +145,8 @@ def main() -> int:
         **os.environ,
         "DIGITCODE_PORT": str(port),
         "DIGITCODE_MAX_BATCH": str(MAX_BATCH),
+        # One worker: the RSS measured is then the serving process's, not a supervisor's.
+        "DIGITCODE_WORKERS": "1",
         "DIGITCODE_LOG_LEVEL": "warning",
     }
     server = subprocess.Popen([sys.executable, "-m", "service"], cwd=ROOT, env=env)
