@@ -13,8 +13,8 @@ from service.model import Autoencoder
 from service.settings import Settings
 from tests.conftest import DEFAULT_MODEL
 
-# Several hundred examples in all: 6 operations, positive and negative data.
-MAX_EXAMPLES = 60
+# Several hundred examples in all: 7 operations, positive and negative data.
+MAX_EXAMPLES = 100
 
 _app = create_app(
     Settings(model_dir=DEFAULT_MODEL, max_batch=50), model=Autoencoder.from_dir(DEFAULT_MODEL)
