@@ -4,6 +4,7 @@ import asyncio
 
 import httpx
 import pytest
+from prometheus_client import REGISTRY
 
 from service.app import create_app
 from service.settings import Settings
@@ -23,6 +24,7 @@ async def test_busy_answers_503_quickly_and_recovers(default_model):
         await release.wait()
         yield ROW + b"]}"
 
+    in_flight = REGISTRY.get_sample_value("digitcode_requests_in_flight") or 0.0
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
         headers = {"content-type": "application/json"}
@@ -30,7 +32,11 @@ async def test_busy_answers_503_quickly_and_recovers(default_model):
             asyncio.create_task(c.post("/encode", content=slow_body(), headers=headers))
             for _ in range(2)
         ]
-        await asyncio.sleep(0.05)  # both are now in flight
+        # wait until both are in flight (the service's own gauge says so)
+        for _ in range(500):
+            if REGISTRY.get_sample_value("digitcode_requests_in_flight") == in_flight + 2:
+                break
+            await asyncio.sleep(0.01)
         refused = await asyncio.wait_for(
             c.post("/encode", content=b'{"vectors": [' + ROW + b"]}", headers=headers), 1.0
         )
