@@ -14,9 +14,8 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, Response
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import JSONResponse
 
 from service.artifact import ArtifactError
 from service.fastpath import InferenceFastPath
@@ -32,19 +31,18 @@ from service.parsing import RequestError
 from service.routers import inference, metrics, probes
 from service.settings import Settings, get_settings
 
-__all__ = ["MODEL_VERSION_HEADER", "app", "create_app"]
-
-MODEL_VERSION_HEADER = "X-Model-Version"
+__all__ = ["app", "create_app", "reload_model"]
 
 logger = logging.getLogger("digitcode")
 
 _ERROR_SCHEMA = {"$ref": "#/components/schemas/ErrorResponse"}
 
 
-async def _request_error(request: Request, exc: Exception) -> JSONResponse:
+async def _request_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestError)
-    headers = {"Retry-After": "1"} if exc.status_code == 503 else None
-    return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=headers)
+    return Response(
+        exc.body(), exc.status_code, headers=exc.headers(), media_type="application/json"
+    )
 
 
 def _openapi(application: FastAPI, settings: Settings) -> dict[str, Any]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-import orjson
 from starlette.datastructures import State
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -59,12 +58,8 @@ class InferenceFastPath:
             extra: list[tuple[bytes, bytes]] = []
             scope.setdefault("state", {})["vectors"] = rows
         except RequestError as exc:
-            payload, answer_type, status = (
-                orjson.dumps({"detail": exc.detail}),
-                "application/json",
-                exc.status_code,
-            )
-            extra = [(b"retry-after", b"1")] if status == 503 else []
+            payload, answer_type, status = exc.body(), "application/json", exc.status_code
+            extra = [(k.lower().encode(), v.encode()) for k, v in exc.headers().items()]
         await send(
             {
                 "type": "http.response.start",

@@ -61,6 +61,14 @@ class RequestError(Exception):
     def one(cls, status_code: int, loc: list[str | int], msg: str, type_: str) -> RequestError:
         return cls(status_code, [{"loc": loc, "msg": msg, "type": type_}])
 
+    def body(self) -> bytes:
+        """The JSON error answer: ``{"detail": ...}``."""
+        return orjson.dumps({"detail": self.detail})
+
+    def headers(self) -> dict[str, str]:
+        """Headers the answer needs besides its content type: 503 asks to retry shortly."""
+        return {"Retry-After": "1"} if self.status_code == 503 else {}
+
 
 @dataclass(frozen=True)
 class MatrixSpec:
