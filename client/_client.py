@@ -11,7 +11,7 @@ import httpx
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from client._exceptions import ClientError, ServerError, TransportError
+from client._exceptions import APIError, ClientError, ServerError, TransportError, shift_rows
 
 __all__ = ["DEFAULT_BATCH_SIZE", "DEFAULT_URL", "AsyncClient", "Client"]
 
@@ -42,9 +42,14 @@ def _as_matrix(data: ArrayLike, width: int) -> Array:
     return array
 
 
-def _batches(array: Array, batch_size: int) -> Iterator[Array]:
+def _batches(array: Array, batch_size: int) -> Iterator[tuple[int, Array]]:
     for start in range(0, len(array), batch_size):
-        yield array[start : start + batch_size]
+        yield start, array[start : start + batch_size]
+
+
+def _in_batch_at(start: int, exc: APIError) -> APIError:
+    """The same error with its row numbers counted from the whole input."""
+    return type(exc)(exc.status_code, shift_rows(exc.detail, start))
 
 
 def _raise_for_status(response: httpx.Response) -> None:
@@ -164,9 +169,12 @@ class Client:
 
     def _batched(self, path: str, data: ArrayLike, progress: Progress | None) -> list[Array]:
         parts = []
-        for batch in _batches(_as_matrix(data, _ENDPOINTS[path][1]), self.batch_size):
+        for start, batch in _batches(_as_matrix(data, _ENDPOINTS[path][1]), self.batch_size):
             binary = self.binary_from is not None and len(batch) >= self.binary_from
-            response = self._send("POST", path, **_request_args(path, batch, binary))
+            try:
+                response = self._send("POST", path, **_request_args(path, batch, binary))
+            except APIError as exc:
+                raise _in_batch_at(start, exc) from None
             parts.append(_answer(path, response))
             if progress is not None:
                 progress(len(batch))
@@ -244,9 +252,12 @@ class AsyncClient:
 
     async def _batched(self, path: str, data: ArrayLike, progress: Progress | None) -> list[Array]:
         parts = []
-        for batch in _batches(_as_matrix(data, _ENDPOINTS[path][1]), self.batch_size):
+        for start, batch in _batches(_as_matrix(data, _ENDPOINTS[path][1]), self.batch_size):
             binary = self.binary_from is not None and len(batch) >= self.binary_from
-            response = await self._send("POST", path, **_request_args(path, batch, binary))
+            try:
+                response = await self._send("POST", path, **_request_args(path, batch, binary))
+            except APIError as exc:
+                raise _in_batch_at(start, exc) from None
             parts.append(_answer(path, response))
             if progress is not None:
                 progress(len(batch))

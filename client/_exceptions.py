@@ -13,7 +13,15 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["APIError", "ClientError", "DigitcodeError", "ServerError", "TransportError"]
+__all__ = [
+    "APIError",
+    "ClientError",
+    "DigitcodeError",
+    "ServerError",
+    "TransportError",
+    "describe_detail",
+    "shift_rows",
+]
 
 
 class DigitcodeError(Exception):
@@ -48,16 +56,42 @@ class ServerError(APIError):
     """5xx: the service failed or is not ready."""
 
 
+_SHOWN = 3  # errors spelled out in a message; the rest are counted
+
+
 def describe_detail(detail: Any) -> str:
     """One line from an error ``detail``: ``vectors[3][17]: Input should be ...``."""
     if isinstance(detail, list):
         parts = []
-        for item in detail:
+        for item in detail[:_SHOWN]:
             if not isinstance(item, dict):
                 parts.append(str(item))
                 continue
             loc = [p for p in item.get("loc", []) if p != "body"]
             where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
             parts.append(f"{where}: {item.get('msg', '')}" if where else str(item.get("msg", "")))
-        return "; ".join(parts)
+        more = len(detail) - _SHOWN
+        return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
     return str(detail)
+
+
+def shift_rows(detail: Any, offset: int) -> Any:
+    """``detail`` with row numbers counted from the whole input, not from its batch.
+
+    The row is the first integer in each ``loc`` (``["body", "vectors", 3, 17]`` or
+    ``["body", 3, 17]``); ``.npy`` messages that name it ("at row 3,") are updated too.
+    """
+    if not offset or not isinstance(detail, list):
+        return detail
+    shifted = []
+    for item in detail:
+        if isinstance(item, dict) and isinstance(item.get("loc"), list):
+            loc = list(item["loc"])
+            rows = [i for i, p in enumerate(loc) if isinstance(p, int)]
+            if rows:
+                row = loc[rows[0]]
+                loc[rows[0]] = row + offset
+                msg = str(item.get("msg", "")).replace(f"at row {row},", f"at row {row + offset},")
+                item = {**item, "loc": loc, "msg": msg}
+        shifted.append(item)
+    return shifted

@@ -1,4 +1,4 @@
-"""``digitcode encode|decode|reconstruct IN.csv [-o OUT.csv] [--url URL]``.
+"""digitcode encode|decode|reconstruct IN.csv [-o OUT.csv] [--url URL]
 
 Reads CSV rows of numbers (no header). For ``encode`` and ``reconstruct`` each row is 64 pixels,
 optionally followed by a label column as in the optdigits files; for ``decode`` each row is 2
@@ -13,6 +13,7 @@ import argparse
 import io
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -27,7 +28,7 @@ __all__ = ["main", "read_rows"]
 
 _WIDTHS = {"encode": 64, "decode": 2, "reconstruct": 64}
 # Below this many rows a progress bar is noise.
-_PROGRESS_MIN_ROWS = 5000
+_PROGRESS_MIN_ROWS = 1000
 
 
 class InputError(ValueError):
@@ -52,7 +53,9 @@ def read_rows(
     labels : ndarray of shape (n,) or None
     """
     try:
-        table = np.loadtxt(io.StringIO(text), delimiter=",", dtype=np.float64, ndmin=2)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "no data": reported below instead
+            table = np.loadtxt(io.StringIO(text), delimiter=",", dtype=np.float64, ndmin=2)
     except ValueError as exc:
         raise InputError(f"{source}: not comma-separated numbers ({exc})") from None
     if table.shape[0] == 0:
@@ -67,11 +70,18 @@ def read_rows(
     )
 
 
-def _format(table: NDArray[np.float64], label_columns: int) -> str:
+def _format(table: NDArray[np.float64]) -> str:
     out = io.StringIO()
-    formats = ["%.10g"] * (table.shape[1] - label_columns) + ["%d"] * label_columns
-    np.savetxt(out, table, delimiter=",", fmt=formats)
+    # %.17g would round-trip float64 exactly; 10 significant digits is plenty for pixels and
+    # codes, and prints integer labels as integers.
+    np.savetxt(out, table, delimiter=",", fmt="%.10g")
     return out.getvalue()
+
+
+def _url(value: str) -> str:
+    if not value.startswith(("http://", "https://")):
+        raise argparse.ArgumentTypeError(f"{value!r} must start with http:// or https://")
+    return value
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -81,6 +91,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", help="CSV file to write (default: standard output)")
     p.add_argument(
         "--url",
+        type=_url,
         default=os.environ.get("DIGITCODE_URL", DEFAULT_URL),
         help=f"service address (default: $DIGITCODE_URL or {DEFAULT_URL})",
     )
@@ -125,9 +136,13 @@ def main(argv: Sequence[str] | None = None, client: Client | None = None) -> int
         bar.close()
     if labels is not None:
         result = np.column_stack([result, labels])
-    csv = _format(result, 0 if labels is None else 1)
+    csv = _format(result)
     if args.output:
-        Path(args.output).write_text(csv)
+        try:
+            Path(args.output).write_text(csv)
+        except OSError as exc:
+            print(f"digitcode: cannot write {args.output}: {exc.strerror}", file=sys.stderr)
+            return 2
     else:
         sys.stdout.write(csv)
     return 0

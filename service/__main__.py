@@ -19,8 +19,8 @@ import tempfile
 from types import FrameType
 
 import uvicorn
+from pydantic import ValidationError
 
-from service.app import create_app
 from service.artifact import ArtifactError
 from service.model import Autoencoder
 from service.observability import MULTIPROC_ENV
@@ -32,7 +32,17 @@ def _drained(signum: int, frame: FrameType | None) -> None:
 
 
 def main() -> int:
-    settings = get_settings()
+    try:
+        settings = get_settings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"DIGITCODE_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors()
+        )
+        print(f"digitcode: cannot serve: bad setting: {problems}", file=sys.stderr)
+        return 2
+    # Imported only now: service.app builds the default app (reading the settings) at import.
+    from service.app import create_app
+
     try:
         model = Autoencoder.from_dir(settings.model_dir)
     except ArtifactError as exc:

@@ -35,7 +35,9 @@ class Settings(BaseSettings):
     )
     host: str = Field("127.0.0.1", description="Interface `python -m service` binds to.")
     port: int = Field(8000, ge=0, le=65535, description="Port `python -m service` listens on.")
-    log_level: str = Field("info", description="Log level (debug, info, warning, error).")
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
+        "info", description="Log level."
+    )
     log_format: Literal["json", "plain"] = Field(
         "json", description="One JSON object per line, or plain text."
     )

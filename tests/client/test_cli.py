@@ -75,3 +75,24 @@ def test_read_rows_shapes():
     assert data.shape == (2, 2) and labels is None
     with pytest.raises(InputError, match="no rows"):
         read_rows("", 2)
+
+
+def test_unwritable_output_exits_2_with_message(run, tmp_path, capsys):
+    src = tmp_path / "in.csv"
+    np.savetxt(src, np.zeros((1, 64)), fmt="%d", delimiter=",")
+    assert run("encode", str(src), "-o", str(tmp_path / "no" / "such" / "dir.csv")) == 2
+    assert "digitcode: cannot write" in capsys.readouterr().err
+
+
+def test_fractional_label_column_is_kept(run, tmp_path, capsys):
+    src = tmp_path / "codes.csv"
+    src.write_text("0.1,0.2,7.5\n")
+    assert run("decode", str(src)) == 0
+    assert capsys.readouterr().out.strip().endswith(",7.5")
+
+
+def test_url_without_scheme_is_refused(tmp_path, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["encode", str(tmp_path / "x.csv"), "--url", "127.0.0.1:8000"])
+    assert info.value.code == 2
+    assert "must start with http:// or https://" in capsys.readouterr().err

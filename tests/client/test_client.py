@@ -195,3 +195,29 @@ async def test_async_binary_path(async_transport, default_model, rows):
     expected_X, expected_err = default_model.reconstruct(rows)
     np.testing.assert_array_equal(X_hat, expected_X)
     np.testing.assert_array_equal(errors, expected_err)
+
+
+@pytest.mark.parametrize("binary_from", [None, 1], ids=["json", "npy"])
+def test_errors_name_the_row_of_the_whole_input(sync_transport, rows, binary_from):
+    bad = rows.copy()
+    bad[87, 7] = 99  # in the third batch of 40, at row 7 of that batch
+    with (
+        Client(
+            "http://test", transport=sync_transport, batch_size=40, binary_from=binary_from
+        ) as c,
+        pytest.raises(ClientError) as info,
+    ):
+        c.encode(bad)
+    (item,) = info.value.detail
+    assert 87 in item["loc"] and 7 in item["loc"]
+    assert "[87][7]" in str(info.value)
+    if binary_from is not None:
+        assert "at row 87, column 7" in item["msg"]
+
+
+def test_long_error_lists_are_summarised():
+    detail = [{"loc": ["body", "vectors", 0, i], "msg": "bad", "type": "x"} for i in range(20)]
+    transport = httpx.MockTransport(lambda r: httpx.Response(422, json={"detail": detail}))
+    with Client("http://test", transport=transport) as c, pytest.raises(ClientError) as info:
+        c.encode(np.zeros((1, 64)))
+    assert str(info.value).endswith("vectors[0][2]: bad; and 17 more")

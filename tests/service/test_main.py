@@ -36,3 +36,19 @@ def test_corrupted_model_exits_with_one_line(tmp_path, tiny_model_dir):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1
     assert "weights.npz: sha256" in lines[0] and "does not match" in lines[0]
+
+
+def test_bad_setting_exits_with_one_line():
+    env = {**os.environ, "DIGITCODE_WORKERS": "abc", "DIGITCODE_LOG_LEVEL": "verbose"}
+    result = subprocess.run(
+        [sys.executable, "-m", "service"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("digitcode: cannot serve: bad setting: ")
+    assert "DIGITCODE_WORKERS" in line and "DIGITCODE_LOG_LEVEL" in line
