@@ -8,8 +8,9 @@ import sys
 from tests.conftest import ROOT
 
 
-def _serve(model_dir) -> subprocess.CompletedProcess:
-    env = {**os.environ, "DIGITCODE_MODEL_DIR": str(model_dir), "DIGITCODE_PORT": "0"}
+def _serve(**settings: str) -> subprocess.CompletedProcess:
+    """Run ``python -m service`` with extra ``DIGITCODE_*`` settings until it exits."""
+    env = {**os.environ, "DIGITCODE_PORT": "0", **settings}
     return subprocess.run(
         [sys.executable, "-m", "service"],
         cwd=ROOT,
@@ -21,7 +22,7 @@ def _serve(model_dir) -> subprocess.CompletedProcess:
 
 
 def test_missing_model_dir_exits_with_one_line(tmp_path):
-    result = _serve(tmp_path / "absent")
+    result = _serve(DIGITCODE_MODEL_DIR=str(tmp_path / "absent"))
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert lines == [f"digitcode: cannot serve: {tmp_path / 'absent'}: model directory not found"]
@@ -31,7 +32,7 @@ def test_corrupted_model_exits_with_one_line(tmp_path, tiny_model_dir):
     model = tmp_path / "m"
     shutil.copytree(tiny_model_dir, model)
     (model / "weights.npz").write_bytes(b"garbage")
-    result = _serve(model)
+    result = _serve(DIGITCODE_MODEL_DIR=str(model))
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1
@@ -39,15 +40,7 @@ def test_corrupted_model_exits_with_one_line(tmp_path, tiny_model_dir):
 
 
 def test_bad_setting_exits_with_one_line():
-    env = {**os.environ, "DIGITCODE_WORKERS": "abc", "DIGITCODE_LOG_LEVEL": "verbose"}
-    result = subprocess.run(
-        [sys.executable, "-m", "service"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = _serve(DIGITCODE_WORKERS="abc", DIGITCODE_LOG_LEVEL="verbose")
     assert result.returncode == 2
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith("digitcode: cannot serve: bad setting: ")
