@@ -22,6 +22,7 @@ from numpy.typing import NDArray
 __all__ = [
     "JSON_TYPE",
     "NPY_TYPE",
+    "TOLERANCE",
     "AnswerMismatchError",
     "Answers",
     "NpyUnsupportedError",
@@ -32,6 +33,11 @@ __all__ = [
     "json_body",
     "npy_body",
 ]
+
+# Every server computes the same float32 forward pass (the model's precision) and JSON answers
+# may print it with fewer digits (the shortest that read back as the same float32), so answers
+# agree to float32 rounding; a wrong weight or formula shows up as differences near 1e-2.
+TOLERANCE = 1e-6  # relative and absolute
 
 JSON_TYPE = "application/json"
 NPY_TYPE = "application/x-npy"
@@ -179,7 +185,7 @@ def fetch_npy_answers(client: httpx.Client, body: bytes, dtype: type[np.floating
 
 
 def compare_answers(
-    expected: Answers, actual: Answers, *, atol: float = 1e-9, rtol: float = 0.0
+    expected: Answers, actual: Answers, *, atol: float = TOLERANCE, rtol: float = TOLERANCE
 ) -> list[str]:
     """Describe every way ``actual`` differs from ``expected``; empty when they agree.
 
@@ -207,8 +213,8 @@ def check_answers(
     expected: Answers,
     actual: Answers,
     *,
-    atol: float = 1e-9,
-    rtol: float = 0.0,
+    atol: float = TOLERANCE,
+    rtol: float = TOLERANCE,
     label: str = "answers",
 ) -> None:
     """Raise :class:`AnswerMismatchError` unless ``actual`` equals ``expected`` within tolerance."""

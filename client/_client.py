@@ -18,7 +18,8 @@ __all__ = ["DEFAULT_BATCH_SIZE", "DEFAULT_URL", "AsyncClient", "Client"]
 DEFAULT_URL = "http://127.0.0.1:8000"
 DEFAULT_BATCH_SIZE = 1000
 # From this many rows per request, batches go as .npy: no JSON encoding or parsing on
-# either side, and exact float64 values.
+# either side. Either way the answers hold the model's values (JSON prints them with the
+# digits of the model's precision).
 DEFAULT_BINARY_FROM = 100
 NPY_TYPE = "application/x-npy"
 

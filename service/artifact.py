@@ -6,9 +6,11 @@ An artifact is a directory holding two files:
     Plain numeric arrays, read with ``allow_pickle=False``: ``scaler_min`` and ``scaler_scale``
     of shape (64,), then ``W0, b0, W1, b1, ...`` for every layer (``W{i}`` of shape
     ``(layer_sizes[i], layer_sizes[i + 1])``, ``b{i}`` of shape ``(layer_sizes[i + 1],)``).
+    The scaler is float64. The layers are all float32 or all float64: the precision the
+    network was trained in, which is also the one it is served in.
 ``manifest.json``
-    Format version, the sha256 of ``weights.npz``, the network's shape and activation, and the
-    training metadata and metrics.
+    Format version, the sha256 of ``weights.npz``, the network's shape, activation and dtype,
+    and the training metadata and metrics.
 
 Writing is atomic: everything goes into a temporary sibling directory that is renamed into place
 last, so an interrupted write never leaves a half-written model where the service would load it.
@@ -33,6 +35,7 @@ from numpy.typing import NDArray
 
 __all__ = [
     "ACTIVATIONS",
+    "DTYPES",
     "FORMAT_VERSION",
     "MANIFEST_FILE",
     "N_FEATURES",
@@ -51,6 +54,7 @@ WEIGHTS_FILE = "weights.npz"
 N_FEATURES = 64
 PIXEL_MAX = 16.0
 ACTIVATIONS = ("identity", "logistic", "tanh", "relu")
+DTYPES = (np.dtype(np.float32), np.dtype(np.float64))  # what a network's layers may be stored in
 
 # Fields every manifest must carry; training adds more (metadata, metrics) that are passed through.
 _REQUIRED_FIELDS = {
@@ -84,15 +88,21 @@ class Artifact:
         ``weights[i]`` has shape ``(layer_sizes[i], layer_sizes[i + 1])``.
     biases : list of ndarray
         ``biases[i]`` has shape ``(layer_sizes[i + 1],)``.
+        Weights and biases share one dtype, float32 or float64 (see :attr:`dtype`).
     manifest : dict
         The manifest; see :func:`save_artifact` for the fields.
     """
 
     scaler_min: NDArray[np.float64]
     scaler_scale: NDArray[np.float64]
-    weights: list[NDArray[np.float64]]
-    biases: list[NDArray[np.float64]]
+    weights: list[NDArray[np.floating[Any]]]
+    biases: list[NDArray[np.floating[Any]]]
     manifest: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def dtype(self) -> np.dtype[Any]:
+        """The network's precision: the dtype of its weights and biases."""
+        return self.weights[0].dtype
 
     @property
     def layer_sizes(self) -> list[int]:
@@ -111,9 +121,12 @@ class Artifact:
     def model_version(self) -> str:
         return str(self.manifest["model_version"])
 
-    def arrays(self) -> dict[str, NDArray[np.float64]]:
+    def arrays(self) -> dict[str, NDArray[np.floating[Any]]]:
         """The arrays stored in ``weights.npz``, by name."""
-        out = {"scaler_min": self.scaler_min, "scaler_scale": self.scaler_scale}
+        out: dict[str, NDArray[np.floating[Any]]] = {
+            "scaler_min": self.scaler_min,
+            "scaler_scale": self.scaler_scale,
+        }
         for i, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
             out[f"W{i}"] = w
             out[f"b{i}"] = b
@@ -129,14 +142,18 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _write_npz(path: Path, arrays: Mapping[str, NDArray[np.float64]]) -> None:
+def _write_npz(path: Path, arrays: Mapping[str, NDArray[np.floating[Any]]]) -> None:
     # np.savez stamps zip entries with the current time; write entries ourselves with a fixed
     # timestamp so that identical weights give an identical file (and model version).
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as zf:
         for name in sorted(arrays):
             info = zipfile.ZipInfo(f"{name}.npy", date_time=_ZIP_DATE)
             with zf.open(info, "w") as f:
-                np.lib.format.write_array(f, np.ascontiguousarray(arrays[name], dtype=np.float64))
+                array = arrays[name]
+                dtype = array.dtype if array.dtype in DTYPES else np.dtype(np.float64)
+                np.lib.format.write_array(
+                    f, np.ascontiguousarray(array, dtype=dtype.newbyteorder("<"))
+                )
 
 
 def _fsync_dir(path: Path) -> None:
@@ -161,7 +178,7 @@ def save_artifact(
     artifact : Artifact
         Arrays plus a manifest holding at least ``activation`` and ``latent_layer``; any other
         fields (training metadata, metrics) are written as given. ``format_version``,
-        ``layer_sizes``, ``weights_sha256`` and ``model_version`` are filled in here.
+        ``layer_sizes``, ``dtype``, ``weights_sha256`` and ``model_version`` are filled in here.
     extra_files : mapping of file name to writer, optional
         Extra files (e.g. a plot) written into the same directory before it is moved into place;
         each writer is called with the target file path.
@@ -179,6 +196,7 @@ def save_artifact(
             "model_version": digest[:12],
             "weights_sha256": digest,
             "layer_sizes": artifact.layer_sizes,
+            "dtype": str(artifact.dtype),
         }
         with open(tmp / MANIFEST_FILE, "w", encoding="utf-8") as f:
             json.dump(manifest, f, indent=2, sort_keys=True)
@@ -242,8 +260,8 @@ def _read_manifest(path: Path) -> dict[str, Any]:
     return manifest
 
 
-def _read_arrays(path: Path, names: list[str]) -> dict[str, NDArray[np.float64]]:
-    out: dict[str, NDArray[np.float64]] = {}
+def _read_arrays(path: Path, names: list[str]) -> dict[str, NDArray[np.floating[Any]]]:
+    out: dict[str, NDArray[np.floating[Any]]] = {}
     try:
         with np.load(path, allow_pickle=False) as npz:
             missing = sorted(set(names) - set(npz.files))
@@ -251,9 +269,12 @@ def _read_arrays(path: Path, names: list[str]) -> dict[str, NDArray[np.float64]]
                 raise ArtifactError(f"{path}: missing arrays {', '.join(missing)}")
             for name in names:
                 array = npz[name]
-                if array.dtype.kind != "f":
-                    raise ArtifactError(f"{path}: array {name} has dtype {array.dtype}, not float")
-                out[name] = array.astype(np.float64, copy=False)
+                native = array.dtype.newbyteorder("=")
+                if native not in DTYPES:
+                    raise ArtifactError(
+                        f"{path}: array {name} has dtype {array.dtype}, not float32 or float64"
+                    )
+                out[name] = array.astype(native, copy=False)
     except ArtifactError:
         raise
     except ValueError as exc:
@@ -267,8 +288,9 @@ def _read_arrays(path: Path, names: list[str]) -> dict[str, NDArray[np.float64]]
 def load_artifact(model_dir: Path | str) -> Artifact:
     """Read and verify an artifact directory.
 
-    Checks the format version, the sha256 of the weights file, every array's presence, dtype,
-    shape and finiteness. Never unpickles anything.
+    Checks the format version, the sha256 of the weights file, every array's presence, dtype
+    (float32 or float64, one dtype for all layers), shape and finiteness. Never unpickles
+    anything.
 
     Raises
     ------
@@ -307,9 +329,21 @@ def load_artifact(model_dir: Path | str) -> Artifact:
             raise ArtifactError(f"{weights_path}: array {name} contains NaN or infinity")
     if np.any(arrays["scaler_scale"] <= 0):
         raise ArtifactError(f"{weights_path}: scaler_scale must be positive")
+    layer_dtypes = sorted({str(arrays[name].dtype) for name in expected if name[0] in "Wb"})
+    if len(layer_dtypes) != 1:
+        raise ArtifactError(
+            f"{weights_path}: layers mix dtypes {', '.join(layer_dtypes)}; store them all as "
+            "float32 or all as float64"
+        )
+    declared = manifest.get("dtype", layer_dtypes[0])  # absent in artifacts from before it
+    if declared != layer_dtypes[0]:
+        raise ArtifactError(
+            f"{model_dir / MANIFEST_FILE}: manifest says dtype {declared!r}, the layers are "
+            f"{layer_dtypes[0]}"
+        )
     return Artifact(
-        scaler_min=arrays["scaler_min"],
-        scaler_scale=arrays["scaler_scale"],
+        scaler_min=arrays["scaler_min"].astype(np.float64),
+        scaler_scale=arrays["scaler_scale"].astype(np.float64),
         weights=[arrays[f"W{i}"] for i in range(n_layers)],
         biases=[arrays[f"b{i}"] for i in range(n_layers)],
         manifest=manifest,

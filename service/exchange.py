@@ -117,8 +117,10 @@ def answer(
     """Run one request and return the answer's bytes, its media type and the rows served.
 
     The answer is ``.npy`` when ``accept`` names ``application/x-npy``, JSON when it names
-    ``application/json``, and otherwise in the request's own format; ``.npy`` answers come in
-    the request's float type.
+    ``application/json``, and otherwise in the request's own format. The model computes in its
+    own precision (:attr:`Autoencoder.dtype`, float32 for the default model) whatever the
+    request's format; ``.npy`` answers come in the request's float type (float64 for a JSON
+    request), and JSON answers print each number with the digits of the model's precision.
 
     Raises
     ------
@@ -126,6 +128,8 @@ def answer(
         For anything wrong with the request (4xx).
     """
     npy_dtype: np.dtype[Any] | None
+    # Values are validated as sent (float64 for JSON) before the model converts them, so a
+    # value just outside the valid range cannot round into it.
     if media_type == JSON_TYPE:
         rows = parse_json(body, operation.spec, max_rows)
         npy_dtype = np.dtype("<f8") if NPY_TYPE in accept else None

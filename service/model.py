@@ -99,7 +99,10 @@ def unscale_pixels(Xs: Array, scaler_min: Array, scaler_scale: Array) -> Array:
 class Autoencoder:
     """A loaded autoencoder: ``encode``, ``decode`` and ``reconstruct`` on numpy arrays.
 
-    Arrays are computed in float32 when given as float32, otherwise in float64.
+    Everything is computed in the model's own precision, :attr:`dtype`: the dtype its weights
+    were trained and stored in (float32 for the default model). Inputs of any float type are
+    converted to it, and results come back in it: more digits than the weights have would only
+    be rounding noise, and float32 runs at twice the speed of float64.
 
     Hidden layers use the artifact's activation; the output layer is linear, as in
     scikit-learn's ``MLPRegressor``. The latent code is the (activated) output of the 2-unit
@@ -109,25 +112,13 @@ class Autoencoder:
     def __init__(self, artifact: Artifact) -> None:
         self.artifact = artifact
         self._act = _ACTIVATIONS[artifact.activation]
+        self.dtype: np.dtype[Any] = artifact.dtype
         k = artifact.latent_layer
-        # float64 for JSON requests; float32 copies serve float32 .npy requests at twice the
-        # speed, with float32 precision, which is what such a client asked for.
-        self._params: dict[np.dtype[Any], tuple[Array, Array, Layers, Layers]] = {}
-        for dtype in (np.dtype(np.float64), np.dtype(np.float32)):
-            layers = [
-                (w.astype(dtype), b.astype(dtype))
-                for w, b in zip(artifact.weights, artifact.biases, strict=True)
-            ]
-            # Typed as float64 arrays: the float32 copies behave the same for callers.
-            self._params[dtype] = cast(
-                tuple[Array, Array, Layers, Layers],
-                (
-                    artifact.scaler_min.astype(dtype),
-                    artifact.scaler_scale.astype(dtype),
-                    layers[:k],
-                    layers[k:],
-                ),
-            )
+        # Typed as float64 like the rest of the module: float32 arrays behave the same here.
+        layers = cast(Layers, list(zip(artifact.weights, artifact.biases, strict=True)))
+        self._encoder, self._decoder = layers[:k], layers[k:]
+        self._scaler_min = cast(Array, artifact.scaler_min.astype(self.dtype))
+        self._scaler_scale = cast(Array, artifact.scaler_scale.astype(self.dtype))
 
     @classmethod
     def from_dir(cls, model_dir: Path | str) -> Autoencoder:
@@ -142,12 +133,12 @@ class Autoencoder:
     def manifest(self) -> dict[str, Any]:
         return self.artifact.manifest
 
-    def _for(self, X: Array) -> tuple[Array, Array, Layers, Layers]:
-        return self._params.get(X.dtype) or self._params[np.dtype(np.float64)]
+    def _own(self, X: Array) -> Array:
+        return np.asarray(X, dtype=self.dtype)
 
     def _encode_scaled(self, Xs: Array) -> Array:
         h = Xs
-        for W, b in self._for(Xs)[2]:
+        for W, b in self._encoder:
             h = h @ W
             h += b
             h = self._act(h)
@@ -155,7 +146,7 @@ class Autoencoder:
 
     def _network_output(self, Z: Array) -> Array:
         # The raw linear output layer, as scikit-learn's predict gives it.
-        decoder = self._for(Z)[3]
+        decoder = self._decoder
         h = Z
         for i, (W, b) in enumerate(decoder):
             h = h @ W
@@ -180,8 +171,7 @@ class Autoencoder:
         -------
         Z : ndarray of shape (n, 2)
         """
-        lo, scale, _, _ = self._for(X)
-        return self._encode_scaled(scale_pixels(X, lo, scale))
+        return self._encode_scaled(scale_pixels(self._own(X), self._scaler_min, self._scaler_scale))
 
     def decode(self, Z: Array) -> Array:
         """Pixel vectors from latent codes.
@@ -195,8 +185,8 @@ class Autoencoder:
         X : ndarray of shape (n, 64)
             Pixel values, clipped to each pixel's training range (within [0, 16]).
         """
-        lo, scale, _, _ = self._for(Z)
-        return unscale_pixels(self._decode_scaled(Z), lo, scale)
+        X = self._decode_scaled(self._own(Z))
+        return unscale_pixels(X, self._scaler_min, self._scaler_scale)
 
     def reconstruct(self, X: Array) -> tuple[Array, Array]:
         """Reconstructions and their errors.
@@ -214,8 +204,8 @@ class Autoencoder:
             Mean squared error per vector in scaled [0, 1] units, between the scaled input and
             its reconstruction: an anomaly score.
         """
-        lo, scale, _, _ = self._for(X)
-        Xs = scale_pixels(X, lo, scale)
+        lo, scale = self._scaler_min, self._scaler_scale
+        Xs = scale_pixels(self._own(X), lo, scale)
         Ys = self._decode_scaled(self._encode_scaled(Xs))
         errors = np.mean((Ys - Xs) ** 2, axis=1)
         return unscale_pixels(Ys, lo, scale), errors

@@ -224,7 +224,10 @@ def parse_npy(
 
 
 def dump_json(content: dict[str, Any]) -> bytes:
-    """Serialise a response holding numpy arrays (float64, C-contiguous) in one pass."""
+    """Serialise a response holding numpy arrays (C-contiguous) in one pass.
+
+    float32 arrays print the shortest digits that read back as the same float32 value.
+    """
     return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
 
 

@@ -48,6 +48,17 @@ def synthetic_digits(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return X, y
 
 
+def assert_same_in_model_precision(actual: Any, expected: np.ndarray) -> None:
+    """``actual`` (float64 from JSON, CSV or a float64 ``.npy``) holds exactly the model's values.
+
+    ``expected`` comes from the in-process model, in its own precision; JSON prints those values
+    with the shortest digits that read back as them, so compare after converting back.
+    """
+    np.testing.assert_array_equal(
+        np.asarray(actual, dtype=np.float64).astype(expected.dtype), expected
+    )
+
+
 def write_optdigits(path: Path, X: np.ndarray, y: np.ndarray) -> Path:
     rows = np.column_stack([X, y]).astype(int)
     np.savetxt(path, rows, fmt="%d", delimiter=",")

@@ -289,7 +289,8 @@ def mlp_to_artifact(
 ) -> Artifact:
     """Package a fitted autoencoder ``MLPRegressor`` and its scaler as an artifact.
 
-    The latent layer is the 2-unit hidden layer nearest the middle.
+    The latent layer is the 2-unit hidden layer nearest the middle. The layers keep the
+    dtype they were trained in (float32 or float64), which is the one the service computes in.
     """
     sizes = [mlp.coefs_[0].shape[0]] + [w.shape[1] for w in mlp.coefs_]
     two_unit = [i for i in range(1, len(sizes) - 1) if sizes[i] == 2]
@@ -299,8 +300,8 @@ def mlp_to_artifact(
     return Artifact(
         scaler_min=scaler_min,
         scaler_scale=scaler_scale,
-        weights=[np.asarray(w, dtype=np.float64) for w in mlp.coefs_],
-        biases=[np.asarray(b, dtype=np.float64) for b in mlp.intercepts_],
+        weights=[np.array(w) for w in mlp.coefs_],
+        biases=[np.array(b) for b in mlp.intercepts_],
         manifest={**manifest, "activation": mlp.activation, "latent_layer": latent},
     )
 
@@ -413,8 +414,8 @@ def train_preset(
         },
     }
     artifact = mlp_to_artifact(result.mlp, scaler_min, scaler_scale, manifest)
-    # Report what the service will compute (float64 numpy) on the validation rows, not the
-    # training loop's float32 figure.
+    # Report what the service will compute (numpy, in the model's own precision) on the
+    # validation rows, not the training loop's figure.
     served_val_mse = float(np.mean(Autoencoder(artifact).reconstruct(X_val)[1]))
     artifact.manifest["metrics"]["validation_mse"] = served_val_mse
     return Trained(artifact, result, seconds, X_val, y_val, pca2, served_val_mse)

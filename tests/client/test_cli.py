@@ -3,7 +3,7 @@ import pytest
 
 from client import Client
 from client.cli import InputError, main, read_rows
-from tests.conftest import synthetic_digits, write_optdigits
+from tests.conftest import assert_same_in_model_precision, synthetic_digits, write_optdigits
 
 
 @pytest.fixture
@@ -23,7 +23,7 @@ def test_encode_passes_optdigits_labels_through(run, tmp_path, default_model):
     out = np.loadtxt(tmp_path / "out.csv", delimiter=",")
     assert out.shape == (100, 3)
     np.testing.assert_array_equal(out[:, 2], y)
-    np.testing.assert_allclose(out[:, :2], default_model.encode(X), atol=1e-9)
+    assert_same_in_model_precision(out[:, :2], default_model.encode(X))
 
 
 def test_reconstruct_without_labels_to_stdout(run, tmp_path, capsys, default_model):
@@ -34,8 +34,8 @@ def test_reconstruct_without_labels_to_stdout(run, tmp_path, capsys, default_mod
     out = np.loadtxt(capsys.readouterr().out.splitlines(), delimiter=",")
     X_hat, errors = default_model.reconstruct(X)
     assert out.shape == (5, 65)
-    np.testing.assert_allclose(out[:, :64], X_hat, atol=1e-8)
-    np.testing.assert_allclose(out[:, 64], errors, rtol=1e-8)
+    assert_same_in_model_precision(out[:, :64], X_hat)
+    assert_same_in_model_precision(out[:, 64], errors)
 
 
 def test_decode_with_label_column(run, tmp_path):

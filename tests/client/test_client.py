@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from client import APIError, AsyncClient, Client, ClientError, ServerError, TransportError
+from tests.conftest import assert_same_in_model_precision
 
 
 @pytest.fixture
@@ -19,7 +20,7 @@ def test_encode_splits_batches_and_joins_answers(sync_transport, default_model, 
         Z = c.encode(rows, progress=calls.append)
     assert Z.shape == (95, 2)
     assert calls == [40, 40, 15]
-    np.testing.assert_allclose(Z, default_model.encode(rows), atol=1e-12)
+    assert_same_in_model_precision(Z, default_model.encode(rows))
 
 
 def test_decode_and_reconstruct(sync_transport, default_model, rows):
@@ -28,9 +29,9 @@ def test_decode_and_reconstruct(sync_transport, default_model, rows):
         X_hat, errors = c.reconstruct(rows)
     expected_X, expected_err = default_model.reconstruct(rows)
     assert X.shape == (95, 64) and X_hat.shape == (95, 64) and errors.shape == (95,)
-    np.testing.assert_allclose(X, expected_X, atol=1e-12)
-    np.testing.assert_allclose(X_hat, expected_X, atol=1e-12)
-    np.testing.assert_allclose(errors, expected_err, atol=1e-12)
+    assert_same_in_model_precision(X, expected_X)
+    assert_same_in_model_precision(X_hat, expected_X)
+    assert_same_in_model_precision(errors, expected_err)
 
 
 def test_single_vector_and_model_info(sync_transport, default_model, sample_rows):
@@ -128,8 +129,8 @@ async def test_async_client_matches_model(async_transport, default_model, rows):
         X_hat, errors = await c.reconstruct(rows)
         info = await c.model_info()
         ready = await c.ready()
-    np.testing.assert_allclose(Z, default_model.encode(rows), atol=1e-12)
-    np.testing.assert_allclose(X, X_hat, atol=1e-12)
+    assert_same_in_model_precision(Z, default_model.encode(rows))
+    assert_same_in_model_precision(X, X_hat.astype(default_model.dtype))
     assert errors.shape == (95,)
     assert info["model_version"] == default_model.version and ready
 
@@ -173,10 +174,10 @@ def test_large_batches_travel_as_npy(sync_transport, default_model, rows):
     # 40, 40 and 15 rows per call: the first two as .npy, the last as JSON (three endpoints)
     assert recorder.content_types == (["application/x-npy"] * 2 + ["application/json"]) * 3
     expected_X, expected_err = default_model.reconstruct(rows)
-    np.testing.assert_array_equal(Z, default_model.encode(rows))
-    np.testing.assert_array_equal(X_hat, expected_X)
-    np.testing.assert_array_equal(errors, expected_err)
-    np.testing.assert_array_equal(X, default_model.decode(Z))
+    assert_same_in_model_precision(Z, default_model.encode(rows))
+    assert_same_in_model_precision(X_hat, expected_X)
+    assert_same_in_model_precision(errors, expected_err)
+    assert_same_in_model_precision(X, default_model.decode(Z))
 
 
 def test_binary_can_be_switched_off(sync_transport, rows):

@@ -248,3 +248,58 @@ save_artifact({str(target)!r}, changed, {{"latent.png": slow_plot}})
     assert load_artifact(target).model_version == before
     leftovers = [p.name for p in tmp_path.iterdir() if p.name.startswith(".model.tmp-")]
     assert len(leftovers) == 1  # a hidden temporary sibling, never the model directory
+
+
+def test_float32_layers_stay_float32(tmp_path, tiny_model_dir):
+    artifact = load_artifact(tiny_model_dir)
+    assert artifact.dtype == np.float64 and artifact.manifest["dtype"] == "float64"
+    narrow = Artifact(
+        scaler_min=artifact.scaler_min,
+        scaler_scale=artifact.scaler_scale,
+        weights=[w.astype(np.float32) for w in artifact.weights],
+        biases=[b.astype(np.float32) for b in artifact.biases],
+        manifest=artifact.manifest,
+    )
+    manifest = save_artifact(tmp_path / "narrow", narrow)
+    assert manifest["dtype"] == "float32"
+    loaded = load_artifact(tmp_path / "narrow")
+    assert loaded.dtype == np.float32
+    assert {w.dtype for w in loaded.weights + loaded.biases} == {np.dtype(np.float32)}
+    assert loaded.scaler_min.dtype == loaded.scaler_scale.dtype == np.float64
+    # half the bytes of the float64 file (zip overhead aside)
+    ratio = (tmp_path / "narrow" / WEIGHTS_FILE).stat().st_size / (
+        tiny_model_dir / WEIGHTS_FILE
+    ).stat().st_size
+    assert 0.4 < ratio < 0.8
+
+
+def test_layers_of_mixed_dtypes_are_refused(tmp_path, tiny_model_dir):
+    model = _copy(tiny_model_dir, tmp_path)
+    arrays = _arrays(model)
+    arrays["W1"] = arrays["W1"].astype(np.float32)
+    _rewrite_weights(model, arrays)
+    with pytest.raises(ArtifactError, match="layers mix dtypes float32, float64"):
+        load_artifact(model)
+
+
+def test_other_dtypes_are_refused(tmp_path, tiny_model_dir):
+    model = _copy(tiny_model_dir, tmp_path)
+    arrays = _arrays(model)
+    arrays["W0"] = arrays["W0"].astype(np.float16)
+    _rewrite_weights(model, arrays)
+    with pytest.raises(ArtifactError, match="array W0 has dtype float16, not float32 or float64"):
+        load_artifact(model)
+
+
+def test_manifest_dtype_must_match_the_layers(tmp_path, tiny_model_dir):
+    model = _copy(tiny_model_dir, tmp_path)
+    _rewrite_manifest(model, dtype="float32")
+    with pytest.raises(
+        ArtifactError, match="manifest says dtype 'float32', the layers are float64"
+    ):
+        load_artifact(model)
+    _rewrite_manifest(model, dtype=None)
+    manifest = json.loads((model / MANIFEST_FILE).read_text())
+    del manifest["dtype"]  # artifacts written before the field existed still load
+    (model / MANIFEST_FILE).write_text(json.dumps(manifest))
+    assert load_artifact(model).dtype == np.float64

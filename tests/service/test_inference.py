@@ -1,5 +1,7 @@
 """/encode, /decode, /reconstruct answers on valid input, against the in-process model."""
 
+import re
+
 import numpy as np
 import pytest
 
@@ -9,15 +11,30 @@ def test_encode_matches_model(client, default_model, sample_rows):
     assert response.status_code == 200
     assert response.headers["content-type"] == "application/json"
     assert response.headers["x-model-version"] == default_model.version
-    latent = np.array(response.json()["latent"])
+    latent = np.array(response.json()["latent"], dtype=default_model.dtype)
     assert latent.shape == (10, 2)
-    np.testing.assert_allclose(latent, default_model.encode(sample_rows), rtol=0, atol=1e-12)
+    np.testing.assert_array_equal(latent, default_model.encode(sample_rows))
+
+
+def test_json_answers_carry_the_models_precision(client, default_model, sample_rows):
+    # float32 values printed with the shortest digits that read back as the same float32:
+    # at most 9 significant digits instead of float64's 17.
+    text = client.post("/reconstruct", json={"vectors": sample_rows.tolist()}).text
+    numbers = re.findall(r"-?\d[\d.]*(?:e-?\d+)?", text)
+    assert len(numbers) == 10 * 65
+    digits = [len(re.sub(r"e.*|[-.]", "", n).lstrip("0")) for n in numbers]
+    assert max(digits) <= 9
+    X_hat, errors = default_model.reconstruct(sample_rows)
+    assert sorted(float(n) for n in numbers) == sorted(
+        float(str(v)) for v in np.concatenate([X_hat.ravel(), errors])
+    )
 
 
 def test_encode_accepts_integers_and_floats(client, default_model):
     row = [0] * 32 + [16.0] * 16 + [7.5] * 16
     latent = client.post("/encode", json={"vectors": [row]}).json()["latent"]
-    np.testing.assert_allclose(latent, default_model.encode(np.array([row], float)), atol=1e-12)
+    expected = default_model.encode(np.array([row], float))
+    np.testing.assert_array_equal(np.array(latent, dtype=default_model.dtype), expected)
 
 
 def test_decode_matches_model_and_is_clipped(client, default_model):
@@ -27,7 +44,8 @@ def test_decode_matches_model_and_is_clipped(client, default_model):
     vectors = np.array(response.json()["vectors"])
     assert vectors.shape == (3, 64)
     assert vectors.min() >= 0.0 and vectors.max() <= 16.0
-    np.testing.assert_allclose(vectors, default_model.decode(np.array(codes)), atol=1e-12)
+    expected = default_model.decode(np.array(codes))
+    np.testing.assert_array_equal(vectors.astype(default_model.dtype), expected)
 
 
 def test_reconstruct_equals_decode_of_encode(client, sample_rows):
