@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -108,11 +109,13 @@ def _fast_matrix(obj: dict[str, Any], body: bytes, spec: MatrixSpec) -> NDArray[
     if type(rows) is not list or not rows or not _only_numbers_after_key(body):
         return None
     try:
-        array = np.array(rows, dtype=np.float64)
-    except (ValueError, TypeError, OverflowError):  # ragged or nested rows, huge integers
+        if set(map(len, rows)) != {spec.width}:  # every row a list of `width` (no strings here)
+            return None
+        # One pass over the numbers; np.array on nested lists first inspects their shape.
+        flat = np.fromiter(chain.from_iterable(rows), np.float64, len(rows) * spec.width)
+    except (ValueError, TypeError, OverflowError):  # a number as a row, nested rows, huge ints
         return None
-    if array.ndim != 2 or array.shape[1] != spec.width:
-        return None
+    array = flat.reshape(len(rows), spec.width)
     if not (array.min() >= spec.lo and array.max() <= spec.hi):  # also False for NaN
         return None
     return array
