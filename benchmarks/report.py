@@ -18,6 +18,8 @@ __all__ = [
     "Target",
     "evaluate_targets",
     "format_report",
+    "median_runs",
+    "merge_figures",
     "report_dict",
 ]
 
@@ -40,6 +42,8 @@ class Measurement:
     result : WrkResult or None
         None when the run could not be made; ``note`` says why.
     note : str
+    rounds : tuple of float
+        After :func:`median_runs`: the vectors/s of every round, in order.
     """
 
     server: str
@@ -48,6 +52,7 @@ class Measurement:
     connections: int
     result: WrkResult | None
     note: str = ""
+    rounds: tuple[float, ...] = ()
 
     @property
     def valid(self) -> bool:
@@ -66,13 +71,14 @@ class Measurement:
             "vectors_per_s": self.vectors_per_s,
             "valid": self.valid,
             "note": self.note,
+            "rounds_vectors_per_s": list(self.rounds),
             "wrk": self.result.as_dict() if self.result else None,
         }
 
 
 @dataclass
 class ServerFigures:
-    """Start-up time and memory of one server (memory read after its last run)."""
+    """Start-up time and memory of one server (memory read after its last run of a round)."""
 
     startup_s: float
     rss_mb: float = 0.0
@@ -126,6 +132,47 @@ class Target:
             "informational": self.informational,
             "status": self.status,
         }
+
+
+def median_runs(runs: list[Measurement]) -> list[Measurement]:
+    """One run per (server, workload): the round with the median vectors/s.
+
+    The machine's load drifts between one server's run and the next; repeating every server
+    in rounds and keeping each one's median keeps one unlucky run from deciding a ratio. A
+    workload with an invalid run in any round is reported by that invalid run. With an even
+    number of rounds the lower middle run is kept.
+    """
+    groups: dict[tuple[str, str], list[Measurement]] = {}
+    for run in runs:
+        groups.setdefault((run.server, run.workload), []).append(run)
+    chosen = []
+    for group in groups.values():
+        invalid = [run for run in group if not run.valid]
+        if invalid:
+            pick = invalid[0]
+        else:
+            ranked = sorted(group, key=lambda run: run.vectors_per_s)
+            pick = ranked[(len(ranked) - 1) // 2]
+        chosen.append(replace(pick, rounds=tuple(run.vectors_per_s for run in group)))
+    return chosen
+
+
+def merge_figures(rounds: list[ServerFigures]) -> ServerFigures:
+    """One server's figures over rounds: median start-up, largest memory."""
+    startups = sorted(fig.startup_s for fig in rounds)
+    return ServerFigures(
+        startup_s=startups[(len(startups) - 1) // 2],
+        rss_mb=max(fig.rss_mb for fig in rounds),
+        peak_rss_mb=max(fig.peak_rss_mb for fig in rounds),
+        notes=[note for fig in rounds for note in fig.notes],
+    )
+
+
+def _spread(run: Measurement) -> str:
+    """Range of the rounds around the median, in percent (how noisy this figure was)."""
+    if len(run.rounds) < 2 or not run.vectors_per_s:
+        return ""
+    return f"{100 * (max(run.rounds) - min(run.rounds)) / run.vectors_per_s:.0f}%"
 
 
 def _number(value: float) -> str:
@@ -239,7 +286,7 @@ def evaluate_targets(runs: list[Measurement], servers: dict[str, ServerFigures])
 def _runs_table(runs: list[Measurement]) -> list[str]:
     header = (
         f"{'server':<16}{'workload':<22}{'conns':>6}{'req/s':>11}{'vectors/s':>13}"
-        f"{'p50 ms':>9}{'p99 ms':>9}{'non-2xx':>9}{'sock err':>9}  valid"
+        f"{'p50 ms':>9}{'p99 ms':>9}{'non-2xx':>9}{'sock err':>9}{'spread':>8}  valid"
     )
     lines = [header, "-" * len(header)]
     for run in runs:
@@ -250,8 +297,8 @@ def _runs_table(runs: list[Measurement]) -> list[str]:
         lines.append(
             f"{run.server:<16}{run.workload:<22}{run.connections:>6}{r.requests_per_s:>11,.1f}"
             f"{run.vectors_per_s:>13,.0f}{r.latency_p50_us / 1000:>9.2f}"
-            f"{r.latency_p99_us / 1000:>9.2f}{r.non2xx:>9}{r.socket_errors:>9}  "
-            f"{'yes' if r.valid else 'NO'}"
+            f"{r.latency_p99_us / 1000:>9.2f}{r.non2xx:>9}{r.socket_errors:>9}"
+            f"{_spread(run):>8}  {'yes' if r.valid else 'NO'}"
         )
     return lines
 

@@ -1,6 +1,7 @@
 """``make bench``: the service against a no-op and a straightforward FastAPI app, with wrk.
 
-``python -m benchmarks.run [--duration S] [--warmup S] [--json PATH] [--no-pin] [--strict]``
+``python -m benchmarks.run [--rounds N] [--duration S] [--warmup S] [--json PATH] [--no-pin]
+[--strict]``
 
 Three servers are started one at a time on loopback (a free port, one uvicorn worker each):
 
@@ -18,6 +19,11 @@ relative and absolute). A server with wrong answers is not timed. Then
 each workload gets a warm-up run and a timed run of wrk (one thread); on a machine with two or
 more CPUs the server is pinned to CPU 0 and wrk to CPU 1 (``--no-pin`` turns this off). Any
 non-2xx answer or socket error makes a run invalid and its target "NOT met".
+
+All of that is repeated in rounds (3 by default: noop, straightforward, typed, digitcode, then
+again). Each figure reported is the round with the median vectors/s for that server and
+workload, so a burst of load from other processes during one run does not decide a ratio; the
+spread of the rounds is printed beside it. Start-up is the median, memory the largest.
 
 The report is printed and written as JSON (default ``benchmarks/results/latest.json``). Exit
 status: 0 when all runs were valid and all answers agreed, 1 otherwise; with ``--strict`` also
@@ -64,6 +70,8 @@ from benchmarks.report import (
     ServerFigures,
     evaluate_targets,
     format_report,
+    median_runs,
+    merge_figures,
     report_dict,
 )
 from benchmarks.servers import RunningServer, ServerError, ServerSpec, python_argv, start_server
@@ -218,8 +226,8 @@ class Bench:
         pin = not args.no_pin and (os.cpu_count() or 1) >= 2 and shutil.which("taskset")
         self.server_cpus: str | None = "0" if pin else None
         self.wrk_cpus: str | None = "1" if pin else None
-        self.runs: list[Measurement] = []
-        self.servers: dict[str, ServerFigures] = {}
+        self.runs: list[Measurement] = []  # every round's runs
+        self.figures: dict[str, list[ServerFigures]] = {}  # every round's figures per server
         self.problems: list[str] = []
         self.baseline_answers: dict[str, Answers] = {}
 
@@ -328,7 +336,7 @@ class Bench:
         print(f"bench: starting {spec.name}: {' '.join(spec.argv)}", flush=True)
         with start_server(spec, cwd=ROOT, cpus=self.server_cpus) as server:
             figures = ServerFigures(startup_s=server.startup_s)
-            self.servers[spec.name] = figures
+            self.figures.setdefault(spec.name, []).append(figures)
             print(f"bench: {spec.name} ready in {server.startup_s:.3f} s", flush=True)
             skip = self.check_server(server)
             print(f"bench: {spec.name} answers checked", flush=True)
@@ -365,6 +373,7 @@ def _meta(args: argparse.Namespace, bench: Bench, load_at_start: float) -> dict[
         # uvicorn's "auto" picks httptools/uvloop only when installed; h11/asyncio otherwise.
         "uvicorn_http": "httptools" if _version("httptools") != "not installed" else "h11",
         "uvicorn_loop": "uvloop" if _version("uvloop") != "not installed" else "asyncio",
+        "rounds": args.rounds,
         "duration_s": args.duration,
         "warmup_s": args.warmup,
         "server_cpus": bench.server_cpus,
@@ -377,7 +386,8 @@ def _meta(args: argparse.Namespace, bench: Bench, load_at_start: float) -> dict[
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__)
-    parser.add_argument("--duration", type=float, default=10.0, help="seconds per timed run")
+    parser.add_argument("--rounds", type=int, default=3, help="times every server is measured")
+    parser.add_argument("--duration", type=float, default=6.0, help="seconds per timed run")
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds of warm-up per run")
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help="where to write JSON")
     parser.add_argument("--batch", type=int, default=1000, help="vectors per JSON batch")
@@ -388,6 +398,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.batch > args.npy_batch:
         parser.error("--batch must not exceed --npy-batch")
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
     return args
 
 
@@ -418,16 +430,20 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
         try:
-            for spec in SERVERS:
-                bench.bench_server(spec)
+            for round_number in range(1, args.rounds + 1):
+                print(f"bench: round {round_number} of {args.rounds}", flush=True)
+                for spec in SERVERS:
+                    bench.bench_server(spec)
         except (AnswerMismatchError, ServerError, WrkError) as exc:
             bench.problems.append(f"aborted: {exc}")
             print(f"bench: ABORTED: {exc}", file=sys.stderr, flush=True)
-        targets = evaluate_targets(bench.runs, bench.servers)
+        runs = median_runs(bench.runs)
+        servers = {name: merge_figures(rounds) for name, rounds in bench.figures.items()}
+        targets = evaluate_targets(runs, servers)
         print()
-        print(format_report(bench.runs, bench.servers, targets))
+        print(format_report(runs, servers, targets))
         meta = _meta(args, bench, load)
-        report = report_dict(meta, bench.runs, bench.servers, targets, bench.problems)
+        report = report_dict(meta, runs, servers, targets, bench.problems)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     print(f"\nbench: wrote {args.json}")

@@ -19,7 +19,14 @@ from benchmarks.answers import (
     npy_body,
 )
 from benchmarks.apps import create_noop_app, create_straightforward_app
-from benchmarks.report import Measurement, ServerFigures, evaluate_targets
+from benchmarks.report import (
+    Measurement,
+    ServerFigures,
+    evaluate_targets,
+    format_report,
+    median_runs,
+    merge_figures,
+)
 from benchmarks.run import load_rows, reference_answers
 from benchmarks.wrk import WrkError, parse_wrk_output, write_wrk_script
 from service.app import create_app
@@ -237,6 +244,42 @@ def test_targets_are_met_or_not_from_the_ratios():
     assert targets["single-vector /encode p99 latency, 8 connections"].met is False
     assert targets["start-up to /readyz 200"].met is True
     assert targets["resident memory (VmRSS) after the run"].status == "NOT met"
+
+
+def test_rounds_are_reduced_to_the_median_run():
+    runs = [
+        _run("noop", "encode-1", 1, 9_000),
+        _run("digitcode", "encode-1", 1, 5_000),  # round 1: a burst of load
+        _run("noop", "encode-1", 1, 10_000),
+        _run("digitcode", "encode-1", 1, 8_200),
+        _run("noop", "encode-1", 1, 9_500),
+        _run("digitcode", "encode-1", 1, 8_000),
+        _run("straightforward", "encode-1000", 1000, 100),
+        _run("straightforward", "encode-1000", 1000, 120, non2xx=2),
+    ]
+    medians = {run.server: run for run in median_runs(runs)}
+    assert list(medians) == ["noop", "digitcode", "straightforward"]
+    # the middle of 9 000/10 000/9 500 requests
+    assert medians["noop"].result is not None and medians["noop"].result.requests == 9_500
+    assert medians["digitcode"].result is not None and medians["digitcode"].result.requests == 8_000
+    assert medians["digitcode"].rounds == pytest.approx((500.0, 820.0, 800.0))
+    assert medians["straightforward"].valid is False  # one bad round makes the figure invalid
+    targets = {t.name: t for t in evaluate_targets(median_runs(runs), {})}
+    assert targets["single-vector /encode req/s vs no-op app"].value == pytest.approx(8 / 9.5)
+    assert "spread" in format_report(median_runs(runs), {}, [])
+    assert median_runs(runs)[1].as_dict()["rounds_vectors_per_s"] == [500.0, 820.0, 800.0]
+
+
+def test_server_figures_merge_to_median_start_up_and_largest_memory():
+    merged = merge_figures(
+        [
+            ServerFigures(startup_s=0.9, rss_mb=100.0, peak_rss_mb=101.0),
+            ServerFigures(startup_s=0.4, rss_mb=110.0, peak_rss_mb=111.0, notes=["x"]),
+            ServerFigures(startup_s=0.5, rss_mb=105.0, peak_rss_mb=120.0),
+        ]
+    )
+    assert merged.startup_s == 0.5
+    assert (merged.rss_mb, merged.peak_rss_mb, merged.notes) == (110.0, 120.0, ["x"])
 
 
 def test_rows_fall_back_to_synthetic_pixels(tmp_path):
