@@ -3,10 +3,11 @@
 Two body formats are accepted and produced:
 
 JSON (``application/json``)
-    The fast path parses with orjson and converts to a float array in one numpy call, then
-    checks shape and range on the array. Whatever it does not accept goes through the pydantic
-    models in :mod:`service.schemas`, which give exact error locations. The fast path only
-    accepts bodies that the models accept, so both paths agree.
+    The fast path parses with simdjson straight into one float64 buffer (no Python object per
+    number), then checks shape and range on the array. Whatever it does not accept is parsed
+    with orjson and goes through the pydantic models in :mod:`service.schemas`, which give
+    exact error locations. The fast path only accepts bodies that the models accept, so both
+    paths agree.
 NumPy (``application/x-npy``)
     A ``.npy`` file of a float32 or float64 2-D array, read with ``allow_pickle=False`` (numpy
     parses the header with ``ast.literal_eval``; object arrays are refused). The same shape and
@@ -16,12 +17,13 @@ NumPy (``application/x-npy``)
 from __future__ import annotations
 
 import io
+import threading
 from dataclasses import dataclass
-from itertools import chain
 from typing import Any
 
 import numpy as np
 import orjson
+import simdjson
 from numpy.typing import NDArray
 from pydantic import BaseModel, ValidationError
 
@@ -48,6 +50,7 @@ MAX_ERRORS = 20  # a bad 10 000-row batch must not produce a 640 000-item error 
 _NPY_MAGIC = b"\x93NUMPY"
 _NPY_DTYPES = (np.dtype("<f4"), np.dtype("<f8"), np.dtype(">f4"), np.dtype(">f8"))
 _NPY_MAX_HEADER = 1024  # a (n, 64) float array needs about 128 bytes
+_local = threading.local()
 
 
 class RequestError(Exception):
@@ -92,30 +95,44 @@ def _too_many_rows(n: int, max_rows: int, loc: list[str | int]) -> RequestError:
     )
 
 
-def _only_numbers_after_key(body: bytes) -> bool:
-    """True if, after the one key, the body holds no strings, objects, booleans or nulls.
+def _parser() -> simdjson.Parser:
+    # A parser reuses its buffers, and parsing again invalidates its previous document: one
+    # per thread (routes may run in a thread pool), used and dropped within one call.
+    parser: simdjson.Parser | None = getattr(_local, "parser", None)
+    if parser is None:
+        parser = _local.parser = simdjson.Parser()
+    return parser
 
-    Then every leaf is a JSON number, so a float conversion cannot accept what the precise
-    path would refuse (numpy would read "1.5" or true as numbers).
+
+def _fast_matrix(body: bytes, spec: MatrixSpec, max_rows: int) -> NDArray[np.float64] | None:
+    """The matrix of a body that is exactly ``{key: [[width numbers], ...]}``, else None.
+
+    simdjson validates the JSON and copies the numbers into one float64 buffer without a
+    Python object per number. Anything else (other or repeated keys, other types, ragged or
+    nested rows, values out of range, invalid JSON) returns None for the precise path to
+    accept or explain.
     """
-    if body.count(b'"') != 2:
-        return False
-    key_end = body.rindex(b'"')
-    return all(body.find(letter, key_end) == -1 for letter in (b"t", b"f", b"n", b"{"))
-
-
-def _fast_matrix(obj: dict[str, Any], body: bytes, spec: MatrixSpec) -> NDArray[np.float64] | None:
-    rows = obj.get(spec.key)
-    if type(rows) is not list or not rows or not _only_numbers_after_key(body):
-        return None
     try:
-        if set(map(len, rows)) != {spec.width}:  # every row a list of `width` (no strings here)
+        doc = _parser().parse(body)
+        rows = doc.get(spec.key) if isinstance(doc, simdjson.Object) and len(doc) == 1 else None
+        if not isinstance(rows, simdjson.Array) or len(rows) == 0:
             return None
-        # One pass over the numbers; np.array on nested lists first inspects their shape.
-        flat = np.fromiter(chain.from_iterable(rows), np.float64, len(rows) * spec.width)
-    except (ValueError, TypeError, OverflowError):  # a number as a row, nested rows, huge ints
+        n = len(rows)
+        if n > max_rows:
+            raise _too_many_rows(n, max_rows, ["body", spec.key])
+        # Every row an array of `width`; one "[" per row plus the outer one means no row holds
+        # a nested array, which the flattening below would otherwise absorb.
+        # len() of a number or string row raises TypeError: not a matrix.
+        widths = {len(row) for row in rows}  # type: ignore[arg-type]
+        if body.count(b"[") != n + 1 or widths != {spec.width}:
+            return None
+        # Raises TypeError unless every leaf is a number (no strings, booleans, nulls).
+        flat = np.frombuffer(rows.as_buffer(of_type="d"), dtype=np.float64)
+    except (ValueError, RuntimeError, TypeError):  # invalid JSON, huge integers, non-numbers
         return None
-    array = flat.reshape(len(rows), spec.width)
+    if flat.size != n * spec.width:
+        return None
+    array = flat.reshape(n, spec.width)
     if not (array.min() >= spec.lo and array.max() <= spec.hi):  # also False for NaN
         return None
     return array
@@ -141,17 +158,15 @@ def parse_json(body: bytes, spec: MatrixSpec, max_rows: int) -> NDArray[np.float
     RequestError
         422 for malformed or invalid bodies, 413 for more than ``max_rows`` rows.
     """
+    array = _fast_matrix(body, spec, max_rows)
+    if array is not None:
+        return array
     try:
         obj = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise RequestError.one(422, ["body"], f"Invalid JSON: {exc}", "json_invalid") from None
-    is_object = type(obj) is dict
-    if is_object and type(obj.get(spec.key)) is list and len(obj[spec.key]) > max_rows:
+    if type(obj) is dict and type(obj.get(spec.key)) is list and len(obj[spec.key]) > max_rows:
         raise _too_many_rows(len(obj[spec.key]), max_rows, ["body", spec.key])
-    if is_object and len(obj) == 1:
-        array = _fast_matrix(obj, body, spec)
-        if array is not None:
-            return array
     try:
         parsed = spec.model.model_validate(obj)
     except ValidationError as exc:
