@@ -18,6 +18,7 @@ __all__ = [
     "Target",
     "evaluate_targets",
     "format_report",
+    "markdown_tables",
     "median_runs",
     "merge_figures",
     "report_dict",
@@ -355,3 +356,51 @@ def report_dict(
         "all_targets_met": all(t.met for t in targets if not t.informational),
         "problems": problems,
     }
+
+
+def markdown_tables(report: dict[str, Any]) -> str:
+    """The README's tables (runs with their spread, then targets) from a saved JSON report."""
+    lines = [
+        "| server | workload | req/s | vectors/s | p50 ms | p99 ms | spread |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for run in report["runs"]:
+        wrk = run["wrk"]
+        if wrk is None:
+            lines.append(f"| {run['server']} | {run['workload']} | | | | | {run['note']} |")
+            continue
+        rounds = run.get("rounds_vectors_per_s") or []
+        spread = (
+            f"{100 * (max(rounds) - min(rounds)) / run['vectors_per_s']:.0f}%"
+            if len(rounds) > 1 and run["vectors_per_s"]
+            else ""
+        )
+        server = f"**{run['server']}**" if run["server"] == SERVICE else run["server"]
+        lines.append(
+            f"| {server} | {run['workload']} | {wrk['requests_per_s']:,.1f} | "
+            f"{run['vectors_per_s']:,.0f} | {wrk['latency_p50_us'] / 1000:.2f} | "
+            f"{wrk['latency_p99_us'] / 1000:.2f} | {spread} |"
+        )
+    lines += ["", "| target | this run | goal | |", "|---|---:|---:|---|"]
+    for t in report["targets"]:
+        target = Target(
+            t["name"], t["value"], t["goal"], t["unit"], t["higher_is_better"],
+            informational=t["informational"],
+        )  # fmt: skip
+        status = t["status"] if t["met"] or t["informational"] else f"**{t['status']}**"
+        goal = target.goal_text.replace(">=", "≥").replace("<=", "≤")
+        lines.append(f"| {t['name']} | {target.value_text} | {goal} | {status} |")
+    servers = report["servers"]
+    lines += ["", "| server | start-up s | RSS MB |", "|---|---:|---:|"]
+    lines += [f"| {n} | {s['startup_s']:.3f} | {s['rss_mb']:.1f} |" for n, s in servers.items()]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    import json
+    import sys
+
+    # python -m benchmarks.report [benchmarks/results/latest.json]: the README's tables.
+    path = sys.argv[1] if len(sys.argv) > 1 else "benchmarks/results/latest.json"
+    with open(path, encoding="utf-8") as f:
+        print(markdown_tables(json.load(f)))

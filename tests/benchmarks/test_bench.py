@@ -1,6 +1,7 @@
 """Smoke tests of the benchmark's machinery: no wrk, no sockets (in-process apps and mocks)."""
 
 import io
+import json
 
 import httpx
 import numpy as np
@@ -24,8 +25,10 @@ from benchmarks.report import (
     ServerFigures,
     evaluate_targets,
     format_report,
+    markdown_tables,
     median_runs,
     merge_figures,
+    report_dict,
 )
 from benchmarks.run import load_rows, reference_answers
 from benchmarks.wrk import WrkError, parse_wrk_output, write_wrk_script
@@ -268,6 +271,27 @@ def test_rounds_are_reduced_to_the_median_run():
     assert targets["single-vector /encode req/s vs no-op app"].value == pytest.approx(8 / 9.5)
     assert "spread" in format_report(median_runs(runs), {}, [])
     assert median_runs(runs)[1].as_dict()["rounds_vectors_per_s"] == [500.0, 820.0, 800.0]
+
+
+def test_readme_tables_come_from_the_saved_report():
+    runs = median_runs(
+        [
+            _run("noop", "encode-1", 1, 10_000),
+            _run("digitcode", "encode-1", 1, 7_000),
+            _run("noop", "encode-1", 1, 9_000),
+            _run("digitcode", "encode-1", 1, 8_200),
+        ]
+    )
+    figures = {"digitcode": ServerFigures(startup_s=0.5, rss_mb=101.25)}
+    saved = json.loads(
+        json.dumps(report_dict({}, runs, figures, evaluate_targets(runs, figures), []))
+    )
+    text = markdown_tables(saved)
+    # 10 s runs; of two rounds the lower one is kept: 9 000 and 7 000 requests
+    assert "| noop | encode-1 | 900.0 | 900 | 0.80 | 1.00 | 11% |" in text
+    assert "| **digitcode** | encode-1 | 700.0 | 700 | 0.80 | 1.00 | 17% |" in text
+    assert "| single-vector /encode req/s vs no-op app | 0.778x | ≥ 0.8x | **NOT met** |" in text
+    assert "| digitcode | 0.500 | 101.2 |" in text
 
 
 def test_server_figures_merge_to_median_start_up_and_largest_memory():
