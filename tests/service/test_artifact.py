@@ -273,21 +273,19 @@ def test_float32_layers_stay_float32(tmp_path, tiny_model_dir):
     assert 0.4 < ratio < 0.8
 
 
-def test_layers_of_mixed_dtypes_are_refused(tmp_path, tiny_model_dir):
+@pytest.mark.parametrize(
+    ("name", "dtype", "message"),
+    [
+        ("W1", np.float32, "layers mix dtypes float32, float64"),
+        ("W0", np.float16, "array W0 has dtype float16, not float32 or float64"),
+    ],
+)
+def test_other_or_mixed_layer_dtypes_are_refused(tmp_path, tiny_model_dir, name, dtype, message):
     model = _copy(tiny_model_dir, tmp_path)
     arrays = _arrays(model)
-    arrays["W1"] = arrays["W1"].astype(np.float32)
+    arrays[name] = arrays[name].astype(dtype)
     _rewrite_weights(model, arrays)
-    with pytest.raises(ArtifactError, match="layers mix dtypes float32, float64"):
-        load_artifact(model)
-
-
-def test_other_dtypes_are_refused(tmp_path, tiny_model_dir):
-    model = _copy(tiny_model_dir, tmp_path)
-    arrays = _arrays(model)
-    arrays["W0"] = arrays["W0"].astype(np.float16)
-    _rewrite_weights(model, arrays)
-    with pytest.raises(ArtifactError, match="array W0 has dtype float16, not float32 or float64"):
+    with pytest.raises(ArtifactError, match=message):
         load_artifact(model)
 
 
