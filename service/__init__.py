@@ -25,12 +25,17 @@ def _keep_freed_memory() -> bool:
     kernel on free, so each request's arrays (a 10 000-row batch allocates about 20 MB) are
     faulted in and zeroed page by page again: measured, 1 750 page faults and a third of the time
     of a 10 000-row ``.npy`` encode. Up to ``KEEP_FREED_BYTES`` of freed memory now stay in the
-    process for reuse. Skipped outside glibc and when glibc's own ``MALLOC_*`` variables are set.
+    process for reuse. Skipped outside glibc (musl's ``mallopt`` does nothing and returns 0)
+    and when glibc's own ``MALLOC_*`` variables or ``GLIBC_TUNABLES=glibc.malloc.*`` are set.
     Returns whether the setting was applied.
     """
     if not sys.platform.startswith("linux"):
         return False
-    if "MALLOC_TRIM_THRESHOLD_" in os.environ or "MALLOC_MMAP_THRESHOLD_" in os.environ:
+    if (
+        "MALLOC_TRIM_THRESHOLD_" in os.environ
+        or "MALLOC_MMAP_THRESHOLD_" in os.environ
+        or "glibc.malloc." in os.environ.get("GLIBC_TUNABLES", "")
+    ):
         return False
     try:
         mallopt = ctypes.CDLL(None).mallopt

@@ -101,8 +101,18 @@ class Artifact:
 
     @property
     def dtype(self) -> np.dtype[Any]:
-        """The network's precision: the dtype of its weights and biases."""
-        return self.weights[0].dtype
+        """The network's precision: the one dtype of its weights and biases.
+
+        Raises
+        ------
+        ArtifactError
+            If the layers are not all float32 or all float64.
+        """
+        found = {a.dtype.newbyteorder("=") for a in [*self.weights, *self.biases]}
+        if len(found) != 1 or not found <= set(DTYPES):
+            names = ", ".join(sorted(str(d) for d in found))
+            raise ArtifactError(f"layers must be all float32 or all float64, not {names}")
+        return found.pop()
 
     @property
     def layer_sizes(self) -> list[int]:
@@ -150,7 +160,8 @@ def _write_npz(path: Path, arrays: Mapping[str, NDArray[np.floating[Any]]]) -> N
             info = zipfile.ZipInfo(f"{name}.npy", date_time=_ZIP_DATE)
             with zf.open(info, "w") as f:
                 array = arrays[name]
-                dtype = array.dtype if array.dtype in DTYPES else np.dtype(np.float64)
+                dtype = array.dtype.newbyteorder("=")
+                dtype = dtype if dtype in DTYPES else np.dtype(np.float64)
                 np.lib.format.write_array(
                     f, np.ascontiguousarray(array, dtype=dtype.newbyteorder("<"))
                 )
@@ -183,6 +194,7 @@ def save_artifact(
         Extra files (e.g. a plot) written into the same directory before it is moved into place;
         each writer is called with the target file path.
     """
+    dtype = artifact.dtype  # refuses layers of other or mixed dtypes before writing anything
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
@@ -196,7 +208,7 @@ def save_artifact(
             "model_version": digest[:12],
             "weights_sha256": digest,
             "layer_sizes": artifact.layer_sizes,
-            "dtype": str(artifact.dtype),
+            "dtype": str(dtype),
         }
         with open(tmp / MANIFEST_FILE, "w", encoding="utf-8") as f:
             json.dump(manifest, f, indent=2, sort_keys=True)

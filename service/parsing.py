@@ -51,6 +51,7 @@ _NPY_MAGIC = b"\x93NUMPY"
 _NPY_DTYPES = (np.dtype("<f4"), np.dtype("<f8"), np.dtype(">f4"), np.dtype(">f8"))
 _NPY_MAX_HEADER = 1024  # a (n, 64) float array needs about 128 bytes
 _local = threading.local()
+_UTF8_BOM = b"\xef\xbb\xbf"
 
 
 class RequestError(Exception):
@@ -104,6 +105,32 @@ def _parser() -> simdjson.Parser:
     return parser
 
 
+def _simdjson_rows(
+    body: bytes, spec: MatrixSpec, max_rows: int
+) -> tuple[int, NDArray[np.float64] | None]:
+    """How many rows ``spec.key`` holds, and their numbers flattened (None: not a plain matrix).
+
+    The parser's document must not outlive this call (a parser refuses to parse again while
+    proxies into its last document exist), so nothing of it is returned or raised from here.
+    """
+    doc = _parser().parse(body)
+    rows = doc.get(spec.key) if isinstance(doc, simdjson.Object) and len(doc) == 1 else None
+    if not isinstance(rows, simdjson.Array) or len(rows) == 0:
+        return 0, None
+    n = len(rows)
+    if n > max_rows:
+        return n, None
+    # Every row an array of `width` (len() of a number or string row raises TypeError); one
+    # "[" per row plus the outer one means no row holds a nested array, which the flattening
+    # below would otherwise absorb.
+    widths = {len(row) for row in rows}  # type: ignore[arg-type]
+    if body.count(b"[") != n + 1 or widths != {spec.width}:
+        return n, None
+    # A copy of the numbers; raises TypeError unless every leaf is a number (no strings,
+    # booleans, nulls).
+    return n, np.frombuffer(rows.as_buffer(of_type="d"), dtype=np.float64)
+
+
 def _fast_matrix(body: bytes, spec: MatrixSpec, max_rows: int) -> NDArray[np.float64] | None:
     """The matrix of a body that is exactly ``{key: [[width numbers], ...]}``, else None.
 
@@ -112,25 +139,18 @@ def _fast_matrix(body: bytes, spec: MatrixSpec, max_rows: int) -> NDArray[np.flo
     nested rows, values out of range, invalid JSON) returns None for the precise path to
     accept or explain.
     """
-    try:
-        doc = _parser().parse(body)
-        rows = doc.get(spec.key) if isinstance(doc, simdjson.Object) and len(doc) == 1 else None
-        if not isinstance(rows, simdjson.Array) or len(rows) == 0:
-            return None
-        n = len(rows)
-        if n > max_rows:
-            raise _too_many_rows(n, max_rows, ["body", spec.key])
-        # Every row an array of `width`; one "[" per row plus the outer one means no row holds
-        # a nested array, which the flattening below would otherwise absorb.
-        # len() of a number or string row raises TypeError: not a matrix.
-        widths = {len(row) for row in rows}  # type: ignore[arg-type]
-        if body.count(b"[") != n + 1 or widths != {spec.width}:
-            return None
-        # Raises TypeError unless every leaf is a number (no strings, booleans, nulls).
-        flat = np.frombuffer(rows.as_buffer(of_type="d"), dtype=np.float64)
-    except (ValueError, RuntimeError, TypeError):  # invalid JSON, huge integers, non-numbers
+    if body.startswith(_UTF8_BOM):  # simdjson skips a byte-order mark; JSON (orjson) does not
         return None
-    if flat.size != n * spec.width:
+    try:
+        n, flat = _simdjson_rows(body, spec, max_rows)
+    except (ValueError, TypeError):  # invalid JSON, non-numbers
+        return None
+    except RuntimeError:  # huge integers; or a parser stuck on a document still referenced
+        _local.parser = None
+        return None
+    if n > max_rows:
+        raise _too_many_rows(n, max_rows, ["body", spec.key])
+    if flat is None or flat.size != n * spec.width:
         return None
     array = flat.reshape(n, spec.width)
     if not (array.min() >= spec.lo and array.max() <= spec.hi):  # also False for NaN

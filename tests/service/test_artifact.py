@@ -2,6 +2,7 @@ import json
 import pickle
 import shutil
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ from service.artifact import (
     save_artifact,
     sha256_file,
 )
+from service.model import Autoencoder
 
 
 def _copy(src: Path, tmp_path: Path) -> Path:
@@ -301,3 +303,37 @@ def test_manifest_dtype_must_match_the_layers(tmp_path, tiny_model_dir):
     del manifest["dtype"]  # artifacts written before the field existed still load
     (model / MANIFEST_FILE).write_text(json.dumps(manifest))
     assert load_artifact(model).dtype == np.float64
+
+
+@pytest.mark.parametrize(
+    ("dtypes", "message"),
+    [
+        ((np.float32, np.float64), "not float32, float64"),
+        ((np.float16, np.float16), "not float16"),
+    ],
+)
+def test_saving_other_or_mixed_layer_dtypes_is_refused(tmp_path, tiny_model_dir, dtypes, message):
+    artifact = load_artifact(tiny_model_dir)
+    bad = replace(
+        artifact,
+        weights=[w.astype(dtypes[i % 2]) for i, w in enumerate(artifact.weights)],
+        biases=[b.astype(dtypes[i % 2]) for i, b in enumerate(artifact.biases)],
+    )
+    with pytest.raises(ArtifactError, match=message):
+        save_artifact(tmp_path / "bad", bad)
+    assert not (tmp_path / "bad").exists()
+    with pytest.raises(ArtifactError, match=message):  # nor computed in a mix of precisions
+        Autoencoder(bad)
+
+
+def test_big_endian_float32_layers_are_saved_as_float32(tmp_path, tiny_model_dir):
+    artifact = load_artifact(tiny_model_dir)
+    big = replace(
+        artifact,
+        weights=[w.astype(">f4") for w in artifact.weights],
+        biases=[b.astype(">f4") for b in artifact.biases],
+    )
+    assert save_artifact(tmp_path / "big", big)["dtype"] == "float32"
+    loaded = load_artifact(tmp_path / "big")
+    assert loaded.dtype == np.float32
+    np.testing.assert_array_equal(loaded.weights[0], artifact.weights[0].astype(np.float32))

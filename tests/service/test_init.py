@@ -27,7 +27,9 @@ print(json.dumps({"tuned": service.ALLOCATOR_TUNED, "faults": after - before}))
 
 
 def _probe(**env: str) -> dict[str, object]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    clean = {
+        k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != "GLIBC_TUNABLES"
+    }
     out = subprocess.run(
         [sys.executable, "-c", _PROBE],
         env={**clean, **env},
@@ -54,6 +56,12 @@ def test_glibc_settings_from_the_environment_win():
     assert untuned["tuned"] is False
     # glibc's default behaviour: the probe's arrays are mapped and unmapped every round.
     assert isinstance(untuned["faults"], int) and untuned["faults"] > 20 * 200
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc tuning is Linux-only")
+def test_glibc_tunables_for_malloc_win_too():
+    assert _probe(GLIBC_TUNABLES="glibc.malloc.trim_threshold=131072")["tuned"] is False
+    assert _probe(GLIBC_TUNABLES="glibc.pthread.rseq=0")["tuned"] is True
 
 
 def test_blas_uses_one_thread_unless_told_otherwise():

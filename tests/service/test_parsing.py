@@ -80,6 +80,7 @@ def test_common_client_encodings_take_the_fast_path(sample_rows):
         b'{"vectors": []}',
         b'{"vectors": [[1, 2, 3]]',
         b"[[1, 2, 3]]",
+        b'\xef\xbb\xbf{"vectors": [[1, 2, 3]]}',  # simdjson skips a BOM, JSON does not
     ],
 )
 def test_the_fast_path_leaves_these_to_the_precise_path(body):
@@ -89,6 +90,16 @@ def test_the_fast_path_leaves_these_to_the_precise_path(body):
 def test_an_escaped_key_means_the_same_key():
     body = b'{"\\u0076ectors": [[1, 2, 3]]}'
     fast = _agree(body, SMALL)
+    assert fast is not None and fast.tolist() == [[1.0, 2.0, 3.0]]
+
+
+def test_a_kept_413_does_not_block_the_next_request():
+    # Error trackers keep exceptions (and their frames) alive; the parser must still work.
+    too_many = orjson.dumps({"vectors": [[1, 2, 3]] * 11})
+    with pytest.raises(RequestError) as kept:
+        _fast_matrix(too_many, SMALL, max_rows=10)
+    fast = _fast_matrix(b'{"vectors": [[1, 2, 3]]}', SMALL, max_rows=10)
+    assert kept.value.status_code == 413
     assert fast is not None and fast.tolist() == [[1.0, 2.0, 3.0]]
 
 
