@@ -119,6 +119,22 @@ class Autoencoder:
         self._encoder, self._decoder = layers[:k], layers[k:]
         self._scaler_min = cast(Array, artifact.scaler_min.astype(self.dtype))
         self._scaler_scale = cast(Array, artifact.scaler_scale.astype(self.dtype))
+        # The scaler folded into the first layer, computed in float64 then stored in the
+        # model's dtype: clip((x - lo) * s, 0, 1) @ W + b equals clip(x, lo, hi) @ (s * W) +
+        # (b - (lo * s) @ W) with hi = lo + 1 / s. Clipping the raw pixels to the training
+        # range replaces four passes over the input with two (a fifth of a 10 000-row encode)
+        # and three numpy calls fewer per request.
+        lo, scale = artifact.scaler_min, artifact.scaler_scale
+        W0, b0 = (a.astype(np.float64) for a in layers[0])
+        self._clip_lo = self._scaler_min
+        self._clip_hi = cast(Array, (lo + 1.0 / scale).astype(self.dtype))
+        self._first = cast(
+            tuple[Array, Array],
+            (
+                (scale[:, None] * W0).astype(self.dtype),
+                (b0 - (lo * scale) @ W0).astype(self.dtype),
+            ),
+        )
 
     @classmethod
     def from_dir(cls, model_dir: Path | str) -> Autoencoder:
@@ -136,9 +152,17 @@ class Autoencoder:
     def _own(self, X: Array) -> Array:
         return np.asarray(X, dtype=self.dtype)
 
-    def _encode_scaled(self, Xs: Array) -> Array:
-        h = Xs
-        for W, b in self._encoder:
+    def _clip(self, X: Array) -> Array:
+        """Pixels in the model's dtype, clipped to the range each one had in training."""
+        Xc = np.maximum(X, self._clip_lo, dtype=self.dtype)
+        return np.minimum(Xc, self._clip_hi, out=Xc)
+
+    def _encode_clipped(self, Xc: Array) -> Array:
+        W, b = self._first
+        h = Xc @ W
+        h += b
+        h = self._act(h)
+        for W, b in self._encoder[1:]:
             h = h @ W
             h += b
             h = self._act(h)
@@ -171,7 +195,7 @@ class Autoencoder:
         -------
         Z : ndarray of shape (n, 2)
         """
-        return self._encode_scaled(scale_pixels(self._own(X), self._scaler_min, self._scaler_scale))
+        return self._encode_clipped(self._clip(X))
 
     def decode(self, Z: Array) -> Array:
         """Pixel vectors from latent codes.
@@ -205,7 +229,9 @@ class Autoencoder:
             its reconstruction: an anomaly score.
         """
         lo, scale = self._scaler_min, self._scaler_scale
-        Xs = scale_pixels(self._own(X), lo, scale)
-        Ys = self._decode_scaled(self._encode_scaled(Xs))
+        Xc = self._clip(X)
+        Ys = self._decode_scaled(self._encode_clipped(Xc))
+        Xs = Xc - lo  # the scaled input, for the errors: (clip(x, lo, hi) - lo) * s
+        Xs *= scale
         errors = np.mean((Ys - Xs) ** 2, axis=1)
         return unscale_pixels(Ys, lo, scale), errors

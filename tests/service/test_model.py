@@ -27,7 +27,9 @@ def test_reconstruction_equals_sklearn_predict(tiny, tiny_mlp):
     Xs = scale_pixels(X, lo, scale)
     X_hat, errors = tiny.reconstruct(X)
     expected = mlp.predict(Xs)
-    np.testing.assert_allclose(tiny._network_output(tiny._encode_scaled(Xs)), expected, atol=1e-9)
+    np.testing.assert_allclose(
+        tiny._network_output(tiny._encode_clipped(tiny._clip(X))), expected, atol=1e-9
+    )
     clipped = np.clip(expected, 0, 1)
     np.testing.assert_allclose(X_hat, unscale_pixels(clipped, lo, scale), atol=1e-9)
     np.testing.assert_allclose(errors, np.mean((clipped - Xs) ** 2, axis=1), atol=1e-9)
@@ -38,6 +40,20 @@ def test_latent_equals_sklearn_hidden_activation(tiny, tiny_mlp):
     Z = tiny.encode(X)
     assert Z.shape == (len(X), 2)
     np.testing.assert_allclose(Z, _sklearn_hidden(mlp, scale_pixels(X, lo, scale), 2), atol=1e-9)
+
+
+def test_pixels_outside_the_training_range_are_clipped_as_scikit_learn_sees_them(tiny, tiny_mlp):
+    # The scaler is folded into the first layer; clipping then happens on raw pixels. Random
+    # pixels in [0, 16] fall outside the training range of the synthetic digits' pixels.
+    mlp, lo, scale, _ = tiny_mlp
+    X = np.random.default_rng(1).integers(0, 17, size=(50, 64)).astype(np.float64)
+    Xs = scale_pixels(X, lo, scale)
+    assert np.any((X - lo) * scale > 1)  # so the clipping is exercised
+    np.testing.assert_allclose(tiny.encode(X), _sklearn_hidden(mlp, Xs, 2), atol=1e-9)
+    X_hat, errors = tiny.reconstruct(X)
+    clipped = np.clip(mlp.predict(Xs), 0, 1)
+    np.testing.assert_allclose(errors, np.mean((clipped - Xs) ** 2, axis=1), atol=1e-9)
+    np.testing.assert_allclose(X_hat, unscale_pixels(clipped, lo, scale), atol=1e-9)
 
 
 def test_logistic_preset_matches_sklearn(tmp_path):
@@ -56,7 +72,7 @@ def test_logistic_preset_matches_sklearn(tmp_path):
     save_artifact(tmp_path / "seed", mlp_to_artifact(mlp, lo, scale, {}))
     model = Autoencoder.from_dir(tmp_path / "seed")
     np.testing.assert_allclose(
-        model._network_output(model._encode_scaled(Xs)), mlp.predict(Xs), atol=1e-9
+        model._network_output(model._encode_clipped(model._clip(X))), mlp.predict(Xs), atol=1e-9
     )
     np.testing.assert_allclose(model.encode(X), _sklearn_hidden(mlp, Xs, 1), atol=1e-9)
 
