@@ -7,6 +7,7 @@ invalid one makes the target "NOT met" with the reason.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -169,11 +170,11 @@ def merge_figures(rounds: list[ServerFigures]) -> ServerFigures:
     )
 
 
-def _spread(run: Measurement) -> str:
+def _spread(rounds: Sequence[float], median: float) -> str:
     """Range of the rounds around the median, in percent (how noisy this figure was)."""
-    if len(run.rounds) < 2 or not run.vectors_per_s:
+    if len(rounds) < 2 or not median:
         return ""
-    return f"{100 * (max(run.rounds) - min(run.rounds)) / run.vectors_per_s:.0f}%"
+    return f"{100 * (max(rounds) - min(rounds)) / median:.0f}%"
 
 
 def _number(value: float) -> str:
@@ -299,7 +300,7 @@ def _runs_table(runs: list[Measurement]) -> list[str]:
             f"{run.server:<16}{run.workload:<22}{run.connections:>6}{r.requests_per_s:>11,.1f}"
             f"{run.vectors_per_s:>13,.0f}{r.latency_p50_us / 1000:>9.2f}"
             f"{r.latency_p99_us / 1000:>9.2f}{r.non2xx:>9}{r.socket_errors:>9}"
-            f"{_spread(run):>8}  {'yes' if r.valid else 'NO'}"
+            f"{_spread(run.rounds, run.vectors_per_s):>8}  {'yes' if r.valid else 'NO'}"
         )
     return lines
 
@@ -369,12 +370,7 @@ def markdown_tables(report: dict[str, Any]) -> str:
         if wrk is None:
             lines.append(f"| {run['server']} | {run['workload']} | | | | | {run['note']} |")
             continue
-        rounds = run.get("rounds_vectors_per_s") or []
-        spread = (
-            f"{100 * (max(rounds) - min(rounds)) / run['vectors_per_s']:.0f}%"
-            if len(rounds) > 1 and run["vectors_per_s"]
-            else ""
-        )
+        spread = _spread(run.get("rounds_vectors_per_s") or [], run["vectors_per_s"])
         server = f"**{run['server']}**" if run["server"] == SERVICE else run["server"]
         lines.append(
             f"| {server} | {run['workload']} | {wrk['requests_per_s']:,.1f} | "

@@ -341,22 +341,20 @@ def load_artifact(model_dir: Path | str) -> Artifact:
             raise ArtifactError(f"{weights_path}: array {name} contains NaN or infinity")
     if np.any(arrays["scaler_scale"] <= 0):
         raise ArtifactError(f"{weights_path}: scaler_scale must be positive")
-    layer_dtypes = sorted({str(arrays[name].dtype) for name in expected if name[0] in "Wb"})
-    if len(layer_dtypes) != 1:
-        raise ArtifactError(
-            f"{weights_path}: layers mix dtypes {', '.join(layer_dtypes)}; store them all as "
-            "float32 or all as float64"
-        )
-    declared = manifest.get("dtype", layer_dtypes[0])  # absent in artifacts from before it
-    if declared != layer_dtypes[0]:
-        raise ArtifactError(
-            f"{model_dir / MANIFEST_FILE}: manifest says dtype {declared!r}, the layers are "
-            f"{layer_dtypes[0]}"
-        )
-    return Artifact(
+    artifact = Artifact(
         scaler_min=arrays["scaler_min"].astype(np.float64),
         scaler_scale=arrays["scaler_scale"].astype(np.float64),
         weights=[arrays[f"W{i}"] for i in range(n_layers)],
         biases=[arrays[f"b{i}"] for i in range(n_layers)],
         manifest=manifest,
     )
+    try:
+        dtype = str(artifact.dtype)
+    except ArtifactError as exc:
+        raise ArtifactError(f"{weights_path}: {exc}") from None
+    declared = manifest.get("dtype", dtype)  # absent in artifacts from before it
+    if declared != dtype:
+        raise ArtifactError(
+            f"{model_dir / MANIFEST_FILE}: manifest says dtype {declared!r}, the layers are {dtype}"
+        )
+    return artifact

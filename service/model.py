@@ -116,7 +116,6 @@ class Autoencoder:
         k = artifact.latent_layer
         # Typed as float64 like the rest of the module: float32 arrays behave the same here.
         layers = cast(Layers, list(zip(artifact.weights, artifact.biases, strict=True)))
-        self._encoder, self._decoder = layers[:k], layers[k:]
         self._scaler_min = cast(Array, artifact.scaler_min.astype(self.dtype))
         self._scaler_scale = cast(Array, artifact.scaler_scale.astype(self.dtype))
         # The scaler folded into the first layer, computed in float64 then stored in the
@@ -126,15 +125,13 @@ class Autoencoder:
         # and three numpy calls fewer per request.
         lo, scale = artifact.scaler_min, artifact.scaler_scale
         W0, b0 = (a.astype(np.float64) for a in layers[0])
-        self._clip_lo = self._scaler_min
-        self._clip_hi = cast(Array, (lo + 1.0 / scale).astype(self.dtype))
-        self._first = cast(
+        first = cast(
             tuple[Array, Array],
-            (
-                (scale[:, None] * W0).astype(self.dtype),
-                (b0 - (lo * scale) @ W0).astype(self.dtype),
-            ),
+            ((scale[:, None] * W0).astype(self.dtype), (b0 - (lo * scale) @ W0).astype(self.dtype)),
         )
+        self._clip_hi = cast(Array, (lo + 1.0 / scale).astype(self.dtype))
+        self._encoder = [first, *layers[1:k]]  # takes clipped raw pixels, not scaled ones
+        self._decoder = layers[k:]
 
     @classmethod
     def from_dir(cls, model_dir: Path | str) -> Autoencoder:
@@ -154,15 +151,12 @@ class Autoencoder:
 
     def _clip(self, X: Array) -> Array:
         """Pixels in the model's dtype, clipped to the range each one had in training."""
-        Xc = np.maximum(X, self._clip_lo, dtype=self.dtype)
+        Xc = np.maximum(X, self._scaler_min, dtype=self.dtype)
         return np.minimum(Xc, self._clip_hi, out=Xc)
 
     def _encode_clipped(self, Xc: Array) -> Array:
-        W, b = self._first
-        h = Xc @ W
-        h += b
-        h = self._act(h)
-        for W, b in self._encoder[1:]:
+        h = Xc
+        for W, b in self._encoder:
             h = h @ W
             h += b
             h = self._act(h)

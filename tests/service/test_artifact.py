@@ -278,7 +278,7 @@ def test_float32_layers_stay_float32(tmp_path, tiny_model_dir):
 @pytest.mark.parametrize(
     ("name", "dtype", "message"),
     [
-        ("W1", np.float32, "layers mix dtypes float32, float64"),
+        ("W1", np.float32, "layers must be all float32 or all float64, not float32, float64"),
         ("W0", np.float16, "array W0 has dtype float16, not float32 or float64"),
     ],
 )
