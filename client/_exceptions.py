@@ -79,7 +79,7 @@ def shift_rows(detail: Any, offset: int) -> Any:
     """``detail`` with row numbers counted from the whole input, not from its batch.
 
     The row is the first integer in each ``loc`` (``["body", "vectors", 3, 17]`` or
-    ``["body", 3, 17]``); ``.npy`` messages that name it ("at row 3,") are updated too.
+    ``["body", 3, 17]``); messages never repeat it, so they are left as the service wrote them.
     """
     if not offset or not isinstance(detail, list):
         return detail
@@ -89,9 +89,7 @@ def shift_rows(detail: Any, offset: int) -> Any:
             loc = list(item["loc"])
             rows = [i for i, p in enumerate(loc) if isinstance(p, int)]
             if rows:
-                row = loc[rows[0]]
-                loc[rows[0]] = row + offset
-                msg = str(item.get("msg", "")).replace(f"at row {row},", f"at row {row + offset},")
-                item = {**item, "loc": loc, "msg": msg}
+                loc[rows[0]] += offset
+                item = {**item, "loc": loc}
         shifted.append(item)
     return shifted

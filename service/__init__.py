@@ -1,50 +1,5 @@
-"""digitcode inference service: a numpy-only autoencoder behind FastAPI."""
+"""digitcode inference service: a numpy-only autoencoder behind FastAPI.
 
-import ctypes
-import os
-import sys
-
-# One BLAS thread per worker process. Requests are small matrices; with several BLAS threads
-# per request, threads fight over the cores (measured on 2 cores under load: a 1000-row encode
-# took 12.7 ms threaded, 2.3 ms single-threaded). Scale with workers, not BLAS threads. This
-# must run before numpy is first imported; an explicit environment setting wins.
-for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_var, "1")
-
-# glibc's mallopt parameters (malloc.h).
-_M_TRIM_THRESHOLD = -1
-_M_MMAP_THRESHOLD = -3
-KEEP_FREED_BYTES = 64 << 20
-MMAP_FROM_BYTES = 32 << 20  # glibc's maximum
-
-
-def _keep_freed_memory() -> bool:
-    """Let glibc reuse freed heap memory for the next request instead of unmapping it.
-
-    By default glibc serves every allocation over 128 KB with a fresh mmap and returns it to the
-    kernel on free, so each request's arrays (a 10 000-row batch allocates about 20 MB) are
-    faulted in and zeroed page by page again: measured, 1 750 page faults and a third of the time
-    of a 10 000-row ``.npy`` encode. Up to ``KEEP_FREED_BYTES`` of freed memory now stay in the
-    process for reuse. Skipped outside glibc (musl's ``mallopt`` does nothing and returns 0)
-    and when glibc's own ``MALLOC_*`` variables or ``GLIBC_TUNABLES=glibc.malloc.*`` are set.
-    Returns whether the setting was applied.
-    """
-    if not sys.platform.startswith("linux"):
-        return False
-    if (
-        "MALLOC_TRIM_THRESHOLD_" in os.environ
-        or "MALLOC_MMAP_THRESHOLD_" in os.environ
-        or "glibc.malloc." in os.environ.get("GLIBC_TUNABLES", "")
-    ):
-        return False
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
-        return False
-    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-    return bool(
-        mallopt(_M_MMAP_THRESHOLD, MMAP_FROM_BYTES) and mallopt(_M_TRIM_THRESHOLD, KEEP_FREED_BYTES)
-    )
-
-
-ALLOCATOR_TUNED = _keep_freed_memory()
+Importing it changes nothing in the process; the server applies its tuning when it starts
+(:mod:`service.tuning`).
+"""

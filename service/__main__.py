@@ -18,13 +18,7 @@ import sys
 import tempfile
 from types import FrameType
 
-import uvicorn
-from pydantic import ValidationError
-
-from service.artifact import ArtifactError
-from service.model import Autoencoder
-from service.observability import MULTIPROC_ENV
-from service.settings import get_settings
+from service.tuning import limit_blas_threads
 
 
 def _drained(signum: int, frame: FrameType | None) -> None:
@@ -32,6 +26,16 @@ def _drained(signum: int, frame: FrameType | None) -> None:
 
 
 def main() -> int:
+    # Before anything imports numpy: BLAS reads its thread count then (workers inherit it).
+    limit_blas_threads()
+    import uvicorn
+    from pydantic import ValidationError
+
+    from service.artifact import ArtifactError
+    from service.observability import MULTIPROC_ENV
+    from service.repository import load_repository
+    from service.settings import get_settings
+
     try:
         settings = get_settings()
     except ValidationError as exc:
@@ -44,10 +48,12 @@ def main() -> int:
     from service.app import create_app
 
     try:
-        model = Autoencoder.from_dir(settings.model_dir)
+        repository, refused = load_repository(settings.model_dir, settings.default_model)
     except ArtifactError as exc:
         print(f"digitcode: cannot serve: {exc}", file=sys.stderr)
         return 2
+    for problem in refused:  # the rest is served; each refusal is logged again by the app
+        print(f"digitcode: model refused: {problem}", file=sys.stderr)
     # uvicorn handles SIGTERM itself while serving (stop accepting, drain in-flight requests),
     # then restores these handlers and raises the signal again, which by default would kill
     # the process with status 143 after a clean shutdown.
@@ -60,7 +66,7 @@ def main() -> int:
         "timeout_graceful_shutdown": settings.shutdown_timeout,
     }
     if settings.workers == 1:
-        uvicorn.run(create_app(settings, model=model), **common)  # type: ignore[arg-type]
+        uvicorn.run(create_app(settings, repository=repository), **common)  # type: ignore[arg-type]
         return 0
     try:
         metrics_dir = tempfile.mkdtemp(prefix="digitcode-metrics-")

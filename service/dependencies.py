@@ -1,25 +1,21 @@
-"""Request-scoped helpers shared by the routers: the model and the settings."""
+"""Request-scoped helpers shared by the routers: the data plane and the native model."""
 
 from __future__ import annotations
 
 from fastapi import Request
 
-from service.model import Autoencoder
-from service.parsing import RequestError
-from service.settings import Settings
+from service.dataplane import DataPlane
+from service.repository import ServedModel
 
-__all__ = ["get_model", "settings_of"]
-
-
-def settings_of(request: Request) -> Settings:
-    """The settings the app was built with."""
-    settings: Settings = request.app.state.settings
-    return settings
+__all__ = ["dataplane_of", "native_model"]
 
 
-def get_model(request: Request) -> Autoencoder:
-    """The loaded model, or 503 while there is none."""
-    model: Autoencoder | None = request.app.state.model
-    if model is None:
-        raise RequestError(503, "Model not loaded yet")
-    return model
+def dataplane_of(request: Request) -> DataPlane:
+    """The data plane the app was built with."""
+    dataplane: DataPlane = request.app.state.dataplane
+    return dataplane
+
+
+def native_model(request: Request) -> ServedModel:
+    """The model the native endpoints serve, or 503 while there is none."""
+    return dataplane_of(request).native_model()

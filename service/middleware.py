@@ -1,40 +1,21 @@
-"""Pure ASGI middleware (no body buffering): API key and concurrency limit."""
+"""Pure ASGI middleware (no body buffering): API key and concurrency limit.
+
+Both exempt the probes of :data:`service.operations.PROBE_PATHS` and answer in the path's
+error format (:mod:`service.errors`).
+"""
 
 from __future__ import annotations
 
 import hmac
 
-import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-__all__ = [
-    "API_KEY_HEADER",
-    "PROBE_PATHS",
-    "ApiKeyMiddleware",
-    "ConcurrencyLimitMiddleware",
-]
+from service.errors import RequestError, error_style, send_error
+from service.operations import PROBE_PATHS
+
+__all__ = ["API_KEY_HEADER", "ApiKeyMiddleware", "ConcurrencyLimitMiddleware"]
 
 API_KEY_HEADER = "X-API-Key"
-# Orchestrators must reach these without credentials, and even when the service is saturated.
-PROBE_PATHS = frozenset({"/healthz", "/readyz"})
-
-
-async def _send_json(
-    send: Send, status: int, detail: str, headers: list[tuple[bytes, bytes]] | None = None
-) -> None:
-    body = orjson.dumps({"detail": detail})
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                *(headers or []),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
 
 
 class ApiKeyMiddleware:
@@ -58,12 +39,12 @@ class ApiKeyMiddleware:
                 break
         if not hmac.compare_digest(given, self.key):
             what = "Invalid" if given else "Missing"
-            await _send_json(
-                send,
+            error = RequestError(
                 401,
                 f"{what} API key: send it in the {API_KEY_HEADER} header",
-                [(b"www-authenticate", f'APIKey header="{API_KEY_HEADER}"'.encode())],
+                {"WWW-Authenticate": f'APIKey header="{API_KEY_HEADER}"'},
             )
+            await send_error(send, error, error_style(scope["path"]))
             return
         await self.app(scope, receive, send)
 
@@ -85,13 +66,12 @@ class ConcurrencyLimitMiddleware:
             await self.app(scope, receive, send)
             return
         if self.in_flight >= self.limit:
-            await _send_json(
-                send,
+            error = RequestError(
                 503,
                 f"Server busy: {self.in_flight} requests in flight (limit {self.limit}); "
                 "retry shortly",
-                [(b"retry-after", b"1")],
             )
+            await send_error(send, error, error_style(scope["path"]))
             return
         self.in_flight += 1
         try:

@@ -222,10 +222,29 @@ class Autoencoder:
             Mean squared error per vector in scaled [0, 1] units, between the scaled input and
             its reconstruction: an anomaly score.
         """
+        _, X_hat, errors = self.forward(X)
+        return X_hat, errors
+
+    def forward(self, X: Array) -> tuple[Array, Array, Array]:
+        """Latent codes, reconstructions and errors from one pass.
+
+        Parameters
+        ----------
+        X : ndarray of shape (n, 64)
+            Pixel values 0..16.
+
+        Returns
+        -------
+        Z : ndarray of shape (n, 2)
+            As :meth:`encode`.
+        X_hat, errors : ndarray of shape (n, 64), ndarray of shape (n,)
+            As :meth:`reconstruct`.
+        """
         lo, scale = self._scaler_min, self._scaler_scale
         Xc = self._clip(X)
-        Ys = self._decode_scaled(self._encode_clipped(Xc))
+        Z = self._encode_clipped(Xc)
+        Ys = self._decode_scaled(Z)
         Xs = Xc - lo  # the scaled input, for the errors: (clip(x, lo, hi) - lo) * s
         Xs *= scale
         errors = np.mean((Ys - Xs) ** 2, axis=1)
-        return unscale_pixels(Ys, lo, scale), errors
+        return Z, unscale_pixels(Ys, lo, scale), errors

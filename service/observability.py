@@ -13,7 +13,7 @@ import os
 import re
 import time
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -25,8 +25,13 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client.multiprocess import MultiProcessCollector
-from starlette.datastructures import State
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.operations import endpoint_label
+
+if TYPE_CHECKING:
+    from service.dataplane import DataPlane
+    from service.repository import ServedModel
 
 __all__ = [
     "METRICS_CONTENT_TYPE",
@@ -44,13 +49,11 @@ METRICS_CONTENT_TYPE = CONTENT_TYPE_LATEST
 REQUEST_ID_HEADER = "X-Request-ID"
 _NO_MODEL = b"none"
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
-# Label values for the path: the API's own paths, everything else lumped (bounded cardinality).
-_ENDPOINTS = frozenset(
-    {"/encode", "/decode", "/reconstruct", "/healthz", "/readyz", "/model", "/metrics"}
-)
 
 REQUESTS = Counter(
-    "digitcode_requests_total", "HTTP requests answered.", ["endpoint", "method", "status"]
+    "digitcode_requests_total",
+    "HTTP requests answered, by the model version that answered (the native one for others).",
+    ["endpoint", "method", "status", "model", "model_version"],
 )
 LATENCY = Histogram(
     "digitcode_request_duration_seconds",
@@ -59,7 +62,9 @@ LATENCY = Histogram(
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
 )
 VECTORS = Counter(
-    "digitcode_vectors_total", "Vectors or codes processed (valid requests only).", ["endpoint"]
+    "digitcode_vectors_total",
+    "Vectors or codes processed (valid requests only).",
+    ["endpoint", "model", "model_version"],
 )
 BODY_BYTES = Histogram(
     "digitcode_request_body_bytes",
@@ -72,19 +77,18 @@ IN_FLIGHT = Gauge(
 )
 MODEL_INFO = Gauge(
     "digitcode_model_info",
-    "The served model: 1 for the current version, 0 for one replaced by a reload.",
-    ["model_version", "preset"],
+    "The served models: 1 for each version served, 0 for one a reload removed or replaced.",
+    ["model", "model_version", "preset"],
     multiprocess_mode="livemax",
 )
 
 access_log = logging.getLogger("digitcode.access")
 
 
-def set_model_info(version: str, preset: str, previous: tuple[str, str] | None = None) -> None:
-    """Mark ``version`` as the served model (and ``previous`` as no longer served)."""
-    if previous is not None and previous != (version, preset):
-        MODEL_INFO.labels(*previous).set(0)
-    MODEL_INFO.labels(version, preset).set(1)
+def set_model_info(served: ServedModel, serving: bool) -> None:
+    """Mark one model version as served (1) or no longer served (0)."""
+    preset = str(served.model.manifest.get("preset", ""))
+    MODEL_INFO.labels(served.name, served.version, preset).set(1 if serving else 0)
 
 
 def metrics_payload() -> bytes:
@@ -133,16 +137,30 @@ class ObservabilityMiddleware:
     """Per request: ``X-Model-Version`` and ``X-Request-ID`` (taken or made) on the answer,
     metrics, and one access log line. Outermost, so every answer has them, 401 and 503 too.
 
-    No request body is ever logged. The number of vectors comes from the handler through
-    ``scope["state"]["vectors"]``.
+    No request body is ever logged. What the data plane served (model, version, rows) comes
+    from the inference endpoints through ``scope["state"]``; other answers carry the version of
+    the model the native endpoints serve.
     """
 
-    def __init__(self, app: ASGIApp, state: State) -> None:
+    def __init__(self, app: ASGIApp, dataplane: DataPlane) -> None:
         self.app = app
-        self.state = state
+        self.dataplane = dataplane
         # labels() takes a lock and a lookup per call; the few label sets are kept here.
-        self._series: dict[tuple[str, str, int], tuple[Any, Any]] = {}
-        self._per_endpoint: dict[str, tuple[Any, Any]] = {}
+        self._series: dict[tuple[str, str, int, str, str], tuple[Any, Any]] = {}
+        self._per_endpoint: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+
+    def _served(self, scope: Scope) -> tuple[str, str]:
+        served: ServedModel | None = scope["state"].get("served")
+        if served is not None:
+            return served.name, served.version
+        repository = self.dataplane.repository
+        if repository is None:
+            return "", ""
+        try:
+            default = repository.newest(repository.default)
+        except KeyError:
+            return "", ""
+        return default.name, default.version
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -165,10 +183,10 @@ class ObservabilityMiddleware:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                model = self.state.model
+                version = self._served(scope)[1]
                 message["headers"] = [
                     *message.get("headers", []),
-                    (b"x-model-version", model.version.encode() if model else _NO_MODEL),
+                    (b"x-model-version", version.encode() if version else _NO_MODEL),
                     (b"x-request-id", request_id.encode()),
                 ]
             await send(message)
@@ -185,30 +203,31 @@ class ObservabilityMiddleware:
     ) -> None:
         seconds = time.perf_counter() - started
         path = scope["path"]
-        endpoint = path if path in _ENDPOINTS else "other"
+        endpoint = endpoint_label(path)
         method = scope["method"]
         vectors = int(scope["state"].get("vectors", 0))
-        series = self._series.get((endpoint, method, status))
+        model, version = self._served(scope)
+        key = (endpoint, method, status, model, version)
+        series = self._series.get(key)
         if series is None:
-            labels = (endpoint, method, str(status))
-            series = self._series[endpoint, method, status] = (
-                REQUESTS.labels(*labels),
-                LATENCY.labels(*labels),
+            series = self._series[key] = (
+                REQUESTS.labels(endpoint, method, str(status), model, version),
+                LATENCY.labels(endpoint, method, str(status)),
             )
         series[0].inc()
         series[1].observe(seconds)
         if method == "POST":
-            per_endpoint = self._per_endpoint.get(endpoint)
+            per_key = (endpoint, model, version)
+            per_endpoint = self._per_endpoint.get(per_key)
             if per_endpoint is None:
-                per_endpoint = self._per_endpoint[endpoint] = (
+                per_endpoint = self._per_endpoint[per_key] = (
                     BODY_BYTES.labels(endpoint),
-                    VECTORS.labels(endpoint),
+                    VECTORS.labels(*per_key),
                 )
             per_endpoint[0].observe(body_bytes)
             if vectors:
                 per_endpoint[1].inc(vectors)
         if access_log.isEnabledFor(logging.INFO):
-            model = self.state.model
             access_log.info(
                 "%s %s %d",
                 method,
@@ -221,6 +240,7 @@ class ObservabilityMiddleware:
                     "duration_ms": round(seconds * 1000, 3),
                     "vectors": vectors,
                     "request_id": request_id,
-                    "model_version": model.version if model is not None else None,
+                    "model": model or None,
+                    "model_version": version or None,
                 },
             )

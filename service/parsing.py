@@ -1,52 +1,48 @@
-"""HTTP bodies ⇄ numpy arrays, with validation that names what is wrong and where.
+"""Native HTTP bodies ⇄ numpy arrays, with errors that name what is wrong and where.
 
 Two body formats are accepted and produced:
 
 JSON (``application/json``)
     The fast path parses with simdjson straight into one float64 buffer (no Python object per
-    number), then checks shape and range on the array. Whatever it does not accept is parsed
-    with orjson and goes through the pydantic models in :mod:`service.schemas`, which give
-    exact error locations. The fast path only accepts bodies that the models accept, so both
-    paths agree.
+    number), then checks the shape on the array. Whatever it does not accept is parsed with
+    orjson and goes through the pydantic models in :mod:`service.schemas`, which give exact
+    error locations. The fast path only accepts bodies whose structure the models accept.
 NumPy (``application/x-npy``)
     A ``.npy`` file of a float32 or float64 2-D array, read with ``allow_pickle=False`` (numpy
-    parses the header with ``ast.literal_eval``; object arrays are refused). The same shape and
-    range rules apply as for JSON.
+    parses the header with ``ast.literal_eval``; object arrays are refused).
+
+The values themselves (finite, in range) and the batch limit are checked once for every
+protocol, by the data plane (:mod:`service.dataplane`).
 """
 
 from __future__ import annotations
 
 import io
 import threading
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import orjson
 import simdjson
 from numpy.typing import NDArray
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
-from service.artifact import N_FEATURES, PIXEL_MAX
-from service.schemas import LATENT_LIMIT, DecodeRequest, EncodeRequest
+from service.errors import MAX_ERRORS, RequestError
+from service.operations import MatrixSpec, too_many_rows
 
 __all__ = [
-    "CODES",
     "JSON_TYPE",
-    "MAX_ERRORS",
     "NPY_TYPE",
-    "VECTORS",
-    "MatrixSpec",
-    "RequestError",
+    "drop_json_parser",
     "dump_json",
     "dump_npy",
+    "json_parser",
     "parse_json",
     "parse_npy",
 ]
 
 JSON_TYPE = "application/json"
 NPY_TYPE = "application/x-npy"
-MAX_ERRORS = 20  # a bad 10 000-row batch must not produce a 640 000-item error list
 _NPY_MAGIC = b"\x93NUMPY"
 _NPY_DTYPES = (np.dtype("<f4"), np.dtype("<f8"), np.dtype(">f4"), np.dtype(">f8"))
 _NPY_MAX_HEADER = 1024  # a (n, 64) float array needs about 128 bytes
@@ -54,55 +50,22 @@ _local = threading.local()
 _UTF8_BOM = b"\xef\xbb\xbf"
 
 
-class RequestError(Exception):
-    """A request that cannot be served, with the HTTP status and the error detail to send."""
+def json_parser() -> simdjson.Parser:
+    """This thread's simdjson parser.
 
-    def __init__(self, status_code: int, detail: list[dict[str, Any]] | str) -> None:
-        super().__init__(detail)
-        self.status_code = status_code
-        self.detail = detail
-
-    @classmethod
-    def one(cls, status_code: int, loc: list[str | int], msg: str, type_: str) -> RequestError:
-        return cls(status_code, [{"loc": loc, "msg": msg, "type": type_}])
-
-    def body(self) -> bytes:
-        """The JSON error answer: ``{"detail": ...}``."""
-        return orjson.dumps({"detail": self.detail})
-
-    def headers(self) -> dict[str, str]:
-        """Headers the answer needs besides its content type: 503 asks to retry shortly."""
-        return {"Retry-After": "1"} if self.status_code == 503 else {}
-
-
-@dataclass(frozen=True)
-class MatrixSpec:
-    """What one kind of request body holds: ``key`` rows of ``width`` numbers in [lo, hi]."""
-
-    key: str
-    width: int
-    lo: float
-    hi: float
-    model: type[BaseModel]
-
-
-VECTORS = MatrixSpec("vectors", N_FEATURES, 0.0, PIXEL_MAX, EncodeRequest)
-CODES = MatrixSpec("latent", 2, -LATENT_LIMIT, LATENT_LIMIT, DecodeRequest)
-
-
-def _too_many_rows(n: int, max_rows: int, loc: list[str | int]) -> RequestError:
-    return RequestError.one(
-        413, loc, f"Batch of {n} rows exceeds the limit of {max_rows} per request", "too_many_rows"
-    )
-
-
-def _parser() -> simdjson.Parser:
-    # A parser reuses its buffers, and parsing again invalidates its previous document: one
-    # per thread (routes may run in a thread pool), used and dropped within one call.
+    A parser reuses its buffers, and parsing again invalidates its previous document: use it
+    within one call and let nothing of the document outlive it. After a ``RuntimeError`` call
+    :func:`drop_json_parser`.
+    """
     parser: simdjson.Parser | None = getattr(_local, "parser", None)
     if parser is None:
         parser = _local.parser = simdjson.Parser()
     return parser
+
+
+def drop_json_parser() -> None:
+    """Forget this thread's parser (stuck on a document still referenced, or after an error)."""
+    _local.parser = None
 
 
 def _simdjson_rows(
@@ -113,7 +76,7 @@ def _simdjson_rows(
     The parser's document must not outlive this call (a parser refuses to parse again while
     proxies into its last document exist), so nothing of it is returned or raised from here.
     """
-    doc = _parser().parse(body)
+    doc = json_parser().parse(body)
     rows = doc.get(spec.key) if isinstance(doc, simdjson.Object) and len(doc) == 1 else None
     if not isinstance(rows, simdjson.Array) or len(rows) == 0:
         return 0, None
@@ -136,7 +99,7 @@ def _fast_matrix(body: bytes, spec: MatrixSpec, max_rows: int) -> NDArray[np.flo
 
     simdjson validates the JSON and copies the numbers into one float64 buffer without a
     Python object per number. Anything else (other or repeated keys, other types, ragged or
-    nested rows, values out of range, invalid JSON) returns None for the precise path to
+    nested rows, invalid JSON) returns None for the precise path to
     accept or explain.
     """
     if body.startswith(_UTF8_BOM):  # simdjson skips a byte-order mark; JSON (orjson) does not
@@ -146,16 +109,13 @@ def _fast_matrix(body: bytes, spec: MatrixSpec, max_rows: int) -> NDArray[np.flo
     except (ValueError, TypeError):  # invalid JSON, non-numbers
         return None
     except RuntimeError:  # huge integers; or a parser stuck on a document still referenced
-        _local.parser = None
+        drop_json_parser()
         return None
     if n > max_rows:
-        raise _too_many_rows(n, max_rows, ["body", spec.key])
+        raise too_many_rows(n, max_rows, ["body", spec.key])
     if flat is None or flat.size != n * spec.width:
         return None
-    array = flat.reshape(n, spec.width)
-    if not (array.min() >= spec.lo and array.max() <= spec.hi):  # also False for NaN
-        return None
-    return array
+    return flat.reshape(n, spec.width)
 
 
 def _validation_detail(exc: ValidationError) -> list[dict[str, Any]]:
@@ -171,7 +131,7 @@ def parse_json(body: bytes, spec: MatrixSpec, max_rows: int) -> NDArray[np.float
     Returns
     -------
     array : ndarray of shape (n, spec.width)
-        With ``1 <= n <= max_rows`` and every value finite in ``[spec.lo, spec.hi]``.
+        With ``1 <= n <= max_rows``; values not yet checked (see the module docstring).
 
     Raises
     ------
@@ -186,7 +146,7 @@ def parse_json(body: bytes, spec: MatrixSpec, max_rows: int) -> NDArray[np.float
     except orjson.JSONDecodeError as exc:
         raise RequestError.one(422, ["body"], f"Invalid JSON: {exc}", "json_invalid") from None
     if type(obj) is dict and type(obj.get(spec.key)) is list and len(obj[spec.key]) > max_rows:
-        raise _too_many_rows(len(obj[spec.key]), max_rows, ["body", spec.key])
+        raise too_many_rows(len(obj[spec.key]), max_rows, ["body", spec.key])
     try:
         parsed = spec.model.model_validate(obj)
     except ValidationError as exc:
@@ -206,7 +166,7 @@ def parse_npy(
     Returns
     -------
     array : ndarray of shape (n, spec.width), float32 or float64 as sent
-        With ``1 <= n <= max_rows`` and every value finite in ``[spec.lo, spec.hi]``.
+        With ``1 <= n <= max_rows``; values not yet checked (see the module docstring).
     dtype : numpy dtype
         The body's own float type (little-endian), to answer in kind.
 
@@ -214,7 +174,7 @@ def parse_npy(
     ------
     RequestError
         422 naming the problem (not .npy, pickled/object or non-float dtype, wrong shape,
-        truncated or trailing data, a bad value with its row and column), 413 for too many rows.
+        truncated or trailing data), 413 for too many rows.
     """
     if not body.startswith(_NPY_MAGIC):
         raise _npy_error("Not a .npy file: it must start with the bytes \\x93NUMPY")
@@ -239,7 +199,7 @@ def parse_npy(
     if shape[0] < 1:
         raise _npy_error("Array has no rows: send 1 or more")
     if shape[0] > max_rows:
-        raise _too_many_rows(shape[0], max_rows, ["body"])
+        raise too_many_rows(shape[0], max_rows, ["body"])
     offset = stream.tell()
     expected = shape[0] * shape[1] * dtype.itemsize
     if len(body) - offset != expected:
@@ -250,14 +210,6 @@ def parse_npy(
     native = dtype.newbyteorder("=")
     data = np.frombuffer(body, dtype=dtype, offset=offset).astype(native, copy=False)
     array = data.reshape(shape, order="F" if fortran else "C")
-    bad = ~((array >= spec.lo) & (array <= spec.hi))  # NaN compares False: also bad
-    if bad.any():
-        row, col = (int(i) for i in np.argwhere(bad)[0])
-        value = float(array[row, col])
-        what = (
-            "is not finite" if not np.isfinite(value) else f"is outside [{spec.lo:g}, {spec.hi:g}]"
-        )
-        raise _npy_error(f"Value {value!r} at row {row}, column {col} {what}", ["body", row, col])
     return array, dtype.newbyteorder("<")
 
 

@@ -10,6 +10,8 @@ from service.artifact import N_FEATURES, PIXEL_MAX
 
 __all__ = [
     "LATENT_LIMIT",
+    "LATENT_RANGE",
+    "PIXEL_RANGE",
     "DecodeRequest",
     "DecodeResponse",
     "EncodeRequest",
@@ -24,11 +26,16 @@ __all__ = [
 # Latent codes of real digits lie within a few units of 0; this bound only keeps arithmetic
 # in the decoder finite (no inf - inf) for absurd inputs.
 LATENT_LIMIT = 1e6
+# The valid ranges: the one definition, read by these models and by service.operations.
+PIXEL_RANGE = (0.0, PIXEL_MAX)
+LATENT_RANGE = (-LATENT_LIMIT, LATENT_LIMIT)
 
-Pixel = Annotated[float, Field(strict=True, ge=0, le=PIXEL_MAX, allow_inf_nan=False)]
+Pixel = Annotated[
+    float, Field(strict=True, ge=PIXEL_RANGE[0], le=PIXEL_RANGE[1], allow_inf_nan=False)
+]
 Vector = Annotated[list[Pixel], Field(min_length=N_FEATURES, max_length=N_FEATURES)]
 Coordinate = Annotated[
-    float, Field(strict=True, ge=-LATENT_LIMIT, le=LATENT_LIMIT, allow_inf_nan=False)
+    float, Field(strict=True, ge=LATENT_RANGE[0], le=LATENT_RANGE[1], allow_inf_nan=False)
 ]
 Code = Annotated[list[Coordinate], Field(min_length=2, max_length=2)]
 
@@ -106,3 +113,92 @@ class ModelInfo(BaseModel):
     weights_sha256: str
     metrics: dict[str, Any] = Field(default_factory=dict)
     training: dict[str, Any] = Field(default_factory=dict)
+
+
+# -- The Open Inference Protocol (KServe V2), for the OpenAPI document and the metadata routes.
+
+Parameters = dict[str, str | int | float | bool]
+
+
+class OipError(BaseModel):
+    """The protocol's error answer."""
+
+    error: str
+
+
+class OipServerMetadata(BaseModel):
+    name: str
+    version: str
+    extensions: list[str]
+
+
+class OipLive(BaseModel):
+    live: bool
+
+
+class OipReady(BaseModel):
+    ready: bool
+
+
+class OipModelReady(BaseModel):
+    name: str
+    ready: bool
+
+
+class OipTensorMetadata(BaseModel):
+    name: str
+    datatype: str
+    shape: list[int] = Field(description="-1 for the batch dimension.")
+
+
+class OipModelMetadata(BaseModel):
+    name: str
+    versions: list[str]
+    platform: str
+    inputs: list[OipTensorMetadata]
+    outputs: list[OipTensorMetadata]
+    parameters: Parameters = Field(default_factory=dict)
+
+
+class OipRequestInput(BaseModel):
+    name: str = Field(examples=["vectors"])
+    shape: list[int] = Field(examples=[[1, 64]])
+    datatype: str = Field(examples=["FP32"], description="FP32 or FP64.")
+    parameters: Parameters | None = Field(
+        None, description="`binary_data_size`: the tensor's bytes follow the JSON."
+    )
+    data: list[Any] | None = Field(
+        None, description="Row-major numbers, nested or flat.", examples=[_EXAMPLE_VECTOR]
+    )
+
+
+class OipRequestOutput(BaseModel):
+    name: str = Field(examples=["latent"])
+    parameters: Parameters | None = Field(
+        None, description="`binary_data`: true to get the output as bytes after the JSON."
+    )
+
+
+class OipInferenceRequest(BaseModel):
+    id: str | None = None
+    parameters: Parameters | None = Field(
+        None, description="`binary_data_output`: true to get every output as bytes."
+    )
+    inputs: list[OipRequestInput] = Field(min_length=1)
+    outputs: list[OipRequestOutput] | None = None
+
+
+class OipResponseOutput(BaseModel):
+    name: str
+    shape: list[int]
+    datatype: str
+    parameters: Parameters | None = None
+    data: list[float] | None = None
+
+
+class OipInferenceResponse(BaseModel):
+    model_name: str
+    model_version: str | None = None
+    id: str | None = None
+    parameters: Parameters | None = None
+    outputs: list[OipResponseOutput]

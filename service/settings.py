@@ -18,7 +18,15 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="DIGITCODE_", extra="ignore")
 
-    model_dir: Path = Field(Path("models/default"), description="Artifact directory to serve.")
+    model_dir: Path = Field(
+        Path("models/default"),
+        description="An artifact directory, or a repository of <model>/<version>/ artifacts.",
+    )
+    default_model: str = Field(
+        "digitcode",
+        min_length=1,
+        description="The repository model the native endpoints (/encode, ...) serve.",
+    )
     max_batch: int = Field(10_000, ge=1, description="Most vectors or codes in one request.")
     max_body_bytes: int | None = Field(
         None,

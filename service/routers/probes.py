@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
-from service.dependencies import get_model
+from service.dependencies import native_model
 from service.schemas import ErrorResponse, Health, ModelInfo
 
 __all__ = ["router"]
@@ -24,7 +24,7 @@ async def healthz() -> Health:
     summary="Readiness: the model is loaded",
 )
 async def readyz(request: Request) -> Health:
-    get_model(request)
+    native_model(request)
     return Health(status="ready")
 
 
@@ -32,7 +32,7 @@ async def readyz(request: Request) -> Health:
     "/model",
     response_model=ModelInfo,
     responses={503: {"model": ErrorResponse, "description": "Model not loaded yet."}},
-    summary="The served model's manifest",
+    summary="The served model's manifest (the newest version of the default model)",
 )
 async def model_info(request: Request) -> ModelInfo:
-    return ModelInfo.model_validate(get_model(request).manifest)
+    return ModelInfo.model_validate(native_model(request).model.manifest)

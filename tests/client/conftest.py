@@ -10,9 +10,11 @@ from tests.conftest import DEFAULT_MODEL
 
 
 @pytest.fixture
-def app(default_model):
+def app(default_repository):
     # The model is passed in because ASGITransport does not run the lifespan that loads it.
-    return create_app(Settings(model_dir=DEFAULT_MODEL, max_batch=40), model=default_model)
+    return create_app(
+        Settings(model_dir=DEFAULT_MODEL, max_batch=40), repository=default_repository
+    )
 
 
 @pytest.fixture

@@ -60,7 +60,7 @@ def test_service_refusal_exits_1_with_message(run, tmp_path, capsys):
     src = tmp_path / "big.csv"
     np.savetxt(src, np.full((1, 64), 20), fmt="%d", delimiter=",")
     assert run("encode", str(src)) == 1
-    assert "vectors[0][0]: Input should be less than or equal to 16" in capsys.readouterr().err
+    assert "vectors[0][0]: Value 20.0 is outside [0, 16]" in capsys.readouterr().err
 
 
 def test_unreachable_service_exits_1(tmp_path, capsys):

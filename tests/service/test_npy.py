@@ -118,7 +118,7 @@ BAD = [
     (_npy(np.ones((0, 64))), ["body"], "no rows"),
     (_npy(np.ones((3, 64)))[:-8], ["body"], "Array data is 1528 bytes, expected 1536"),
     (_npy(np.ones((3, 64))) + b"extra", ["body"], "Array data is 1541 bytes, expected 1536"),
-    (_npy(_with_value(2, 5, np.nan)), ["body", 2, 5], "at row 2, column 5 is not finite"),
+    (_npy(_with_value(2, 5, np.nan)), ["body", 2, 5], "Value nan is not finite"),
     (_npy(_with_value(1, 0, np.inf)), ["body", 1, 0], "is not finite"),
     (_npy(_with_value(3, 63, 16.01)), ["body", 3, 63], "is outside [0, 16]"),
     (_npy(_with_value(0, 1, -1)), ["body", 0, 1], "is outside [0, 16]"),

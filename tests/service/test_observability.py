@@ -40,27 +40,31 @@ def test_metrics_count_requests_vectors_and_status(client, default_model):
         return _metric(text, name, **labels) - _metric(before, name, **labels)
 
     ok = {"endpoint": "/encode", "method": "POST", "status": "200"}
-    assert delta("digitcode_requests_total", **ok) == 1
-    assert delta("digitcode_requests_total", **{**ok, "status": "422"}) == 1
-    assert delta("digitcode_vectors_total", endpoint="/encode") == 3
+    model = {"model": "digitcode", "model_version": default_model.version}
+    assert delta("digitcode_requests_total", **ok, **model) == 1
+    assert delta("digitcode_requests_total", **{**ok, "status": "422"}, **model) == 1
+    assert delta("digitcode_vectors_total", endpoint="/encode", **model) == 3
     assert delta("digitcode_request_duration_seconds_count", **ok) == 1
     assert delta("digitcode_request_body_bytes_count", endpoint="/encode") == 2
     preset = default_model.manifest["preset"]
-    assert (
-        _metric(text, "digitcode_model_info", model_version=default_model.version, preset=preset)
-        == 1
-    )
+    assert _metric(text, "digitcode_model_info", **model, preset=preset) == 1
     assert "digitcode_requests_in_flight" in text
 
 
-def test_unknown_paths_share_one_label(client):
+def test_unknown_paths_share_one_label(client, default_model):
     client.get("/no/such/path/1")
     client.get("/no/such/path/2")
+    client.post("/v2/models/digitcode/versions/nope/infer", json={})
     text = client.get("/metrics").text
     assert 'endpoint="/no/such/path/1"' not in text
-    assert (
-        _metric(text, "digitcode_requests_total", endpoint="other", method="GET", status="404") >= 2
-    )
+    model = {"model": "digitcode", "model_version": default_model.version}
+    other = {"endpoint": "other", "method": "GET", "status": "404", **model}
+    assert _metric(text, "digitcode_requests_total", **other) >= 2
+    # OIP paths are labelled by their template; names and versions have labels of their own.
+    template = "/v2/models/{model}/versions/{version}/infer"
+    infer = {"endpoint": template, "method": "POST", "status": "404", **model}
+    assert _metric(text, "digitcode_requests_total", **infer) >= 1
+    assert "nope" not in text
 
 
 def test_request_id_is_taken_or_made_and_echoed(client):
@@ -88,7 +92,7 @@ def test_one_access_log_record_per_request_without_bodies(client, default_model,
         2,
     )
     assert record.request_id == "r1"
-    assert record.model_version == default_model.version
+    assert (record.model, record.model_version) == ("digitcode", default_model.version)
     assert record.duration_ms > 0
     line = JsonFormatter().format(record)
     fields = json.loads(line)
@@ -100,13 +104,15 @@ def test_one_access_log_record_per_request_without_bodies(client, default_model,
         "duration_ms",
         "vectors",
         "request_id",
+        "model",
         "model_version",
     } <= set(fields)
     assert "7.25" not in line
 
 
-def test_two_workers_share_metrics_and_log_json_lines():
+def test_two_workers_share_metrics_and_log_json_lines(default_model):
     settings = {"DIGITCODE_WORKERS": "2"}
+    model = {"model": "digitcode", "model_version": default_model.version}
     with running_service(settings, stderr=subprocess.PIPE) as (server, url):
         for _ in range(30):  # a new connection each time, so both workers take some
             with httpx.Client(base_url=url) as c:
@@ -116,8 +122,8 @@ def test_two_workers_share_metrics_and_log_json_lines():
             with httpx.Client(base_url=url) as c:
                 text = c.get("/metrics").text
             ok = {"endpoint": "/encode", "method": "POST", "status": "200"}
-            assert _metric(text, "digitcode_requests_total", **ok) == 30
-            assert _metric(text, "digitcode_vectors_total", endpoint="/encode") == 60
+            assert _metric(text, "digitcode_requests_total", **ok, **model) == 30
+            assert _metric(text, "digitcode_vectors_total", endpoint="/encode", **model) == 60
         server.terminate()
         server.wait(timeout=30)
         log = server.stderr.read() if server.stderr else ""
@@ -125,5 +131,5 @@ def test_two_workers_share_metrics_and_log_json_lines():
     access = [line for line in lines if line.get("logger") == "digitcode.access"]
     assert len([a for a in access if a["path"] == "/encode"]) == 30
     assert server.returncode == 0
-    started = [line for line in lines if line["message"].startswith("serving model")]
+    started = [line for line in lines if line["message"].startswith("serving models")]
     assert len(started) == 2  # each worker loaded the model

@@ -14,8 +14,10 @@ ROW = b"[" + b",".join([b"1"] * 64) + b"]"
 
 
 @pytest.mark.anyio
-async def test_busy_answers_503_quickly_and_recovers(default_model):
-    app = create_app(Settings(model_dir=DEFAULT_MODEL, max_concurrency=2), model=default_model)
+async def test_busy_answers_503_quickly_and_recovers(default_repository):
+    app = create_app(
+        Settings(model_dir=DEFAULT_MODEL, max_concurrency=2), repository=default_repository
+    )
     release = asyncio.Event()
 
     async def slow_body():

@@ -57,7 +57,8 @@ def test_openapi_documents_bodies_and_examples(client):
     for path, key in (("/encode", "vectors"), ("/decode", "latent"), ("/reconstruct", "vectors")):
         op = schema["paths"][path]["post"]
         body = op["requestBody"]["content"]["application/json"]
-        assert key in body["schema"]["properties"]
+        name = body["schema"]["$ref"].rsplit("/", 1)[1]
+        assert key in schema["components"]["schemas"][name]["properties"]
         assert len(body["example"][key][0]) == (2 if key == "latent" else 64)
         assert {"200", "413", "415", "422", "503"} <= set(op["responses"])
     assert client.get("/docs").status_code == 200

@@ -1,4 +1,4 @@
-"""Model reload without downtime: SIGHUP (or reload_model) serves a valid new model, refuses a
+"""Model reload without downtime: SIGHUP (or reload_models) serves a valid new model, refuses a
 bad one and keeps serving the old."""
 
 import shutil
@@ -10,7 +10,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from service.app import create_app, reload_model
+from service.app import create_app, reload_models
 from service.artifact import WEIGHTS_FILE, Artifact, load_artifact, save_artifact
 from service.settings import Settings
 from tests.conftest import DEFAULT_MODEL, running_service
@@ -36,13 +36,14 @@ def test_reload_model_swaps_a_good_model_and_refuses_a_bad_one(tmp_path, caplog)
     with TestClient(app) as client:
         old = client.get("/healthz").headers["x-model-version"]
         new = _write_variant(model_dir, 0.01)
-        assert reload_model(app, app.state.settings) is True
+        assert reload_models(app) is True
         assert client.get("/healthz").headers["x-model-version"] == new != old
         metrics = client.get("/metrics").text
-        assert f'digitcode_model_info{{model_version="{new}",preset="default"}} 1.0' in metrics
-        assert f'digitcode_model_info{{model_version="{old}",preset="default"}} 0.0' in metrics
+        info = 'digitcode_model_info{{model="digitcode",model_version="{}",preset="default"}} {}'
+        assert info.format(new, "1.0") in metrics
+        assert info.format(old, "0.0") in metrics
         _break(model_dir)
-        assert reload_model(app, app.state.settings) is False
+        assert reload_models(app) is False
         assert client.get("/healthz").headers["x-model-version"] == new
         assert client.post("/encode", json={"vectors": [[1] * 64]}).status_code == 200
     assert any("reload refused" in r.getMessage() for r in caplog.records)

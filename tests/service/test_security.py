@@ -13,8 +13,8 @@ KEY = "correct horse battery staple"
 
 
 @pytest.fixture
-def secured(default_model):
-    app = create_app(Settings(model_dir=DEFAULT_MODEL, api_key=KEY), model=default_model)
+def secured(default_repository):
+    app = create_app(Settings(model_dir=DEFAULT_MODEL, api_key=KEY), repository=default_repository)
     with TestClient(app) as client:
         yield client
 
@@ -52,8 +52,8 @@ def test_probes_need_no_key(secured, path):
     assert secured.get(path).status_code == 200
 
 
-def test_key_is_never_logged(default_model, caplog):
-    app = create_app(Settings(model_dir=DEFAULT_MODEL, api_key=KEY), model=default_model)
+def test_key_is_never_logged(default_repository, caplog):
+    app = create_app(Settings(model_dir=DEFAULT_MODEL, api_key=KEY), repository=default_repository)
     with caplog.at_level(logging.DEBUG), TestClient(app) as client:
         client.get("/model", headers={"X-API-Key": "guess"})
         client.get("/model", headers={"X-API-Key": KEY})

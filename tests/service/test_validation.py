@@ -28,14 +28,14 @@ CASES = [
         {"vectors": [_with(5, -1)]},
         422,
         ["body", "vectors", 0, 5],
-        "greater than or equal to 0",
+        "Value -1.0 is outside [0, 16]",
     ),
     (
         "/encode",
         {"vectors": [GOOD, _with(63, 16.5)]},
         422,
         ["body", "vectors", 1, 63],
-        "less than or equal to 16",
+        "Value 16.5 is outside [0, 16]",
     ),
     ("/encode", {"vectors": [_with(2, "3")]}, 422, ["body", "vectors", 0, 2], "valid number"),
     ("/encode", {"vectors": [_with(2, None)]}, 422, ["body", "vectors", 0, 2], "valid number"),
@@ -61,12 +61,18 @@ CASES = [
         {"vectors": [_with(3, -0.5)]},
         422,
         ["body", "vectors", 0, 3],
-        "greater than or equal",
+        "is outside [0, 16]",
     ),
     ("/decode", {"latent": [[0.1]]}, 422, ["body", "latent", 0], "at least 2"),
     ("/decode", {"latent": [[0.1, 0.2, 0.3]]}, 422, ["body", "latent", 0], "at most 2"),
     ("/decode", {"latent": [[0.1, "a"]]}, 422, ["body", "latent", 0, 1], "valid number"),
-    ("/decode", {"latent": [[0.1, 1e300]]}, 422, ["body", "latent", 0, 1], "less than or equal"),
+    (
+        "/decode",
+        {"latent": [[0.1, 1e300]]},
+        422,
+        ["body", "latent", 0, 1],
+        "outside [-1e+06, 1e+06]",
+    ),
     ("/decode", {"latent": []}, 422, ["body", "latent"], "at least 1 item"),
     ("/decode", {"vectors": [GOOD]}, 422, ["body", "latent"], "Field required"),
 ]
@@ -142,8 +148,14 @@ def test_body_over_the_limit_is_refused_before_parsing(client, settings):
 
 
 def test_error_list_is_capped(client, settings):
+    # Out-of-range values: the first one is named.
     rows = [[-1.0] * 64] * settings.max_batch
     response = _post(client, "/encode", json.dumps({"vectors": rows}))
+    assert response.status_code == 422
+    assert [e["loc"] for e in response.json()["detail"]] == [["body", "vectors", 0, 0]]
+    # Malformed rows (the precise path): at most 20 of the 64 x max_batch problems.
+    strings = [["x"] * 64] * settings.max_batch
+    response = _post(client, "/encode", json.dumps({"vectors": strings}))
     assert response.status_code == 422
     assert len(response.json()["detail"]) == 20
 

@@ -1,0 +1,177 @@
+"""The data plane: one inference, whatever protocol brought it.
+
+Every protocol (:mod:`service.protocols`) translates bytes to ``(model, signature, array,
+outputs)`` and back; everything in between happens here, once: finding the model in the
+repository (404), the batch limit (413), the values (422: finite, in range, with row and
+column), the computation of just the outputs asked for, and what the metrics and the access log
+record about it. Modelled on MLServer's ``handlers/dataplane.py``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import NDArray
+
+from service.artifact import ArtifactError
+from service.errors import RequestError
+from service.observability import set_model_info
+from service.operations import (
+    AUTOENCODER,
+    DECODER,
+    DECODER_SUFFIX,
+    Signature,
+    check_values,
+    too_many_rows,
+)
+from service.repository import Repository, ServedModel, load_repository
+
+__all__ = ["DataPlane", "Inference"]
+
+logger = logging.getLogger("digitcode")
+
+Array = NDArray[np.float64]  # float32 or float64 as sent, typed as in service.model
+
+
+@dataclass(frozen=True)
+class Inference:
+    """The outcome of one inference: which model answered, and the outputs asked for."""
+
+    served: ServedModel
+    outputs: dict[str, Array]
+    rows: int
+
+
+class DataPlane:
+    """The served repository and the one inference path below every protocol.
+
+    Parameters
+    ----------
+    model_dir : path
+        An artifact or a repository (see :mod:`service.repository`).
+    default_model : str
+        The model the native endpoints serve.
+    max_batch : int
+        Most rows in one request.
+    """
+
+    def __init__(self, model_dir: Path, default_model: str, max_batch: int) -> None:
+        self.model_dir = model_dir
+        self.default_model = default_model
+        self.max_batch = max_batch
+        self.repository: Repository | None = None
+
+    # -- the repository --------------------------------------------------------------------
+
+    def load(self, repository: Repository | None = None) -> bool:
+        """Load (or re-read) the repository and serve it; keep the old one if it fails.
+
+        A version that does not load is refused with one log line and the rest are served.
+        Requests in flight finish with the model they started with. Returns whether the
+        repository was (re)loaded.
+        """
+        old = self.repository
+        if repository is None:
+            try:
+                repository, refused = load_repository(self.model_dir, self.default_model)
+            except ArtifactError as exc:
+                if old is None:
+                    raise
+                logger.error("reload refused, still serving the previous models: %s", exc)
+                return False
+            for problem in refused:
+                logger.error("model refused: %s", problem)
+        self.repository = repository
+        if old is not None:
+            for served in old:
+                set_model_info(served, serving=False)
+        for served in repository:
+            set_model_info(served, serving=True)
+        logger.info(
+            "serving models %s",
+            ", ".join(f"{s.name}/{s.version}" for s in repository),
+            extra={"model_dir": str(self.model_dir)},
+        )
+        return True
+
+    def _repository(self) -> Repository:
+        repository = self.repository
+        if repository is None:
+            raise RequestError(503, "Model not loaded yet")
+        return repository
+
+    def native_model(self) -> ServedModel:
+        """The newest version of the default model: what ``/encode`` and friends serve."""
+        return self._repository().get(None)
+
+    def resolve(self, name: str, version: str | None) -> tuple[ServedModel, Signature]:
+        """The Open Inference Protocol model ``name``: ``<model>`` or ``<model>-decoder``.
+
+        Raises
+        ------
+        RequestError
+            404 for an unknown model or version.
+        """
+        repository = self._repository()
+        if name not in repository.models and name.endswith(DECODER_SUFFIX):
+            base = name[: -len(DECODER_SUFFIX)]
+            if base in repository.models:
+                return repository.get(base, version), DECODER
+        return repository.get(name, version), AUTOENCODER
+
+    def versions(self, name: str) -> list[str]:
+        """The versions of repository model ``name`` (empty if unknown)."""
+        return sorted(self._repository().models.get(name, {}))
+
+    def oip_names(self) -> list[tuple[str, ServedModel, Signature]]:
+        """Every Open Inference Protocol model: (name, newest version, signature)."""
+        repository = self._repository()
+        return [
+            (name + signature.suffix, repository.newest(name), signature)
+            for name in sorted(repository.models)
+            for signature in (AUTOENCODER, DECODER)
+        ]
+
+    # -- inference -------------------------------------------------------------------------
+
+    def infer(
+        self,
+        served: ServedModel,
+        signature: Signature,
+        X: Array,
+        wanted: frozenset[str],
+        loc: list[str | int],
+    ) -> Inference:
+        """Check ``X`` (as sent) and compute the outputs in ``wanted``.
+
+        Parameters
+        ----------
+        served : ServedModel
+        signature : Signature
+        X : ndarray of shape (n, signature.input.width)
+            Float32 or float64, as the request sent it.
+        wanted : frozenset of str
+            Output names of ``signature``.
+        loc : list
+            Where ``X`` is in the request, for error locations.
+
+        Returns
+        -------
+        Inference
+            ``outputs`` holds exactly ``wanted``, in the model's precision.
+
+        Raises
+        ------
+        RequestError
+            413 for more than ``max_batch`` rows, 422 for a value that is not finite or out of
+            range (values are checked as sent, before any conversion, so a value just outside
+            the range cannot round into it).
+        """
+        if len(X) > self.max_batch:
+            raise too_many_rows(len(X), self.max_batch, loc)
+        check_values(X, signature.input, loc)
+        computed = signature.compute(served.model, X, wanted)
+        return Inference(served, {k: computed[k] for k in wanted}, len(X))

@@ -1,0 +1,127 @@
+"""The inference endpoints: one ASGI path for every protocol, in production and in tests.
+
+FastAPI's routing, dependency injection and request objects cost more than parsing, running
+the model and serialising a single vector together (py-spy under wrk), so the ``POST`` paths of
+the table of operations are answered here, below the framework: the native endpoints
+(:mod:`service.protocols.native`) and the Open Inference Protocol's ``infer``
+(:mod:`service.protocols.oip`). The body is read once, within the size limit, errors are
+answered in the path's format, and what was served goes to the metrics through
+``scope["state"]``. The OpenAPI document describes these paths from the same table
+(:mod:`service.openapi`). Everything else passes through to FastAPI.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from functools import partial
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from service.dataplane import DataPlane
+from service.errors import RequestError, error_style, send_error
+from service.operations import NATIVE, OIP_INFER
+from service.protocols import Answer, BodyReader, Headers, native, oip
+
+__all__ = ["InferenceEndpoints", "read_limited"]
+
+Handler = Callable[[DataPlane, Headers, BodyReader], Awaitable[Answer]]
+_HEADERS = frozenset(
+    {b"content-type", b"content-length", b"accept", b"inference-header-content-length"}
+)
+
+
+def _handler(path: str) -> Handler | None:
+    operation = NATIVE.get(path)
+    if operation is not None:
+        return partial(native.serve, operation)
+    match = OIP_INFER.fullmatch(path)
+    if match is not None:
+        return partial(oip.serve, match["model"], match["version"])
+    return None
+
+
+class InferenceEndpoints:
+    """Answers the ``POST`` paths of :mod:`service.operations`; passes everything else on."""
+
+    def __init__(self, app: ASGIApp, dataplane: DataPlane, body_limit: int) -> None:
+        self.app = app
+        self.dataplane = dataplane
+        self.body_limit = body_limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        handler = _handler(scope["path"]) if scope["type"] == "http" else None
+        if handler is None:
+            await self.app(scope, receive, send)
+            return
+        if scope["method"] != "POST":
+            error = RequestError(405, "Method Not Allowed: use POST", {"Allow": "POST"})
+            await send_error(send, error, error_style(scope["path"]))
+            return
+        headers: Headers = {}
+        for name, value in scope["headers"]:
+            if name in _HEADERS:
+                headers[name] = value.decode("latin-1")
+
+        async def read_body() -> bytes:
+            return await read_limited(
+                _chunks(receive), headers.get(b"content-length"), self.body_limit
+            )
+
+        try:
+            answer = await handler(self.dataplane, headers, read_body)
+        except RequestError as exc:
+            await send_error(send, exc, error_style(scope["path"]))
+            return
+        state = scope.setdefault("state", {})
+        state["served"] = answer.inference.served
+        state["vectors"] = answer.inference.rows
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-type", answer.media_type.encode()),
+                    (b"content-length", str(len(answer.payload)).encode()),
+                    *answer.headers,
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": answer.payload})
+
+
+async def _chunks(receive: Receive) -> AsyncIterator[bytes]:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise RequestError.one(400, ["body"], "Client disconnected", "disconnected")
+        body: bytes = message.get("body", b"")
+        if body:
+            yield body
+        if not message.get("more_body", False):
+            return
+
+
+def _too_large(limit: int) -> RequestError:
+    return RequestError.one(
+        413, ["body"], f"Request body exceeds the limit of {limit} bytes", "body_too_large"
+    )
+
+
+async def read_limited(
+    chunks: AsyncIterator[bytes], declared_length: str | None, limit: int
+) -> bytes:
+    """The whole body, refusing (413) as soon as it exceeds ``limit`` bytes.
+
+    Checked against Content-Length before reading and again while streaming, so an oversized
+    body is never buffered in full.
+    """
+    if declared_length is not None and declared_length.isdigit() and int(declared_length) > limit:
+        raise _too_large(limit)
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in chunks:
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(limit)
+        parts.append(chunk)
+    return parts[0] if len(parts) == 1 else b"".join(parts)

@@ -1,0 +1,237 @@
+"""The one table of operations: what each reads, computes and returns, its limits, its paths.
+
+Two kinds of model are served for every artifact (the Open Inference Protocol's view):
+
+``<name>`` (:data:`AUTOENCODER`)
+    input ``vectors`` ``[n, 64]`` pixels 0..16; outputs ``latent`` ``[n, 2]``,
+    ``reconstruction`` ``[n, 64]`` and ``error`` ``[n]``. Only the layers the requested outputs
+    need are computed: ``latent`` alone is an encode.
+``<name>-decoder`` (:data:`DECODER`)
+    input ``latent`` ``[n, 2]``; output ``vectors`` ``[n, 64]``.
+
+The native endpoints are views of the same signatures (:data:`NATIVE`): ``/encode`` is the
+autoencoder's ``latent``, ``/reconstruct`` its ``reconstruction`` and ``error``, ``/decode`` the
+decoder. Routing, the OpenAPI document, metric labels, the API-key and concurrency middleware
+and the error format all read this module; adding an operation is a change here.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+from pydantic import BaseModel
+
+from service.artifact import N_FEATURES
+from service.errors import RequestError
+from service.model import Autoencoder
+from service.schemas import (
+    LATENT_RANGE,
+    PIXEL_RANGE,
+    DecodeRequest,
+    DecodeResponse,
+    EncodeRequest,
+    EncodeResponse,
+    ReconstructRequest,
+    ReconstructResponse,
+)
+
+__all__ = [
+    "AUTOENCODER",
+    "CODES",
+    "DECODER",
+    "DECODER_SUFFIX",
+    "NATIVE",
+    "OIP_INFER",
+    "PROBE_PATHS",
+    "VECTORS",
+    "MatrixSpec",
+    "NativeOperation",
+    "Output",
+    "Signature",
+    "check_values",
+    "endpoint_label",
+    "too_many_rows",
+]
+
+# float32 or float64 as sent; typed float64 like service.model (float32 behaves the same).
+Array = NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class MatrixSpec:
+    """An input: ``key`` rows of ``width`` numbers in [lo, hi]; ``model`` checks its JSON."""
+
+    key: str
+    width: int
+    lo: float
+    hi: float
+    model: type[BaseModel]
+
+
+VECTORS = MatrixSpec("vectors", N_FEATURES, *PIXEL_RANGE, EncodeRequest)
+CODES = MatrixSpec("latent", 2, *LATENT_RANGE, DecodeRequest)
+
+
+def too_many_rows(n: int, max_rows: int, loc: list[str | int]) -> RequestError:
+    """413 for a batch of ``n`` rows (checked from declared shapes before converting)."""
+    return RequestError.one(
+        413, loc, f"Batch of {n} rows exceeds the limit of {max_rows} per request", "too_many_rows"
+    )
+
+
+def check_values(X: Array, spec: MatrixSpec, loc: list[str | int]) -> None:
+    """Raise 422 naming the first value of ``X`` (as sent) that is not finite in [lo, hi].
+
+    ``loc`` locates the matrix in the request; the row and column are appended to it (and kept
+    out of the message, so a client that renumbers rows of a split batch changes only ``loc``).
+    """
+    if X.min() >= spec.lo and X.max() <= spec.hi:  # False for NaN too
+        return
+    bad = ~((spec.lo <= X) & (spec.hi >= X))
+    row, col = (int(i) for i in np.argwhere(bad)[0])
+    value = float(X[row, col])
+    what = "is not finite" if not np.isfinite(value) else f"is outside [{spec.lo:g}, {spec.hi:g}]"
+    raise RequestError.one(422, [*loc, row, col], f"Value {value!r} {what}", "value_error")
+
+
+@dataclass(frozen=True)
+class Output:
+    """One output tensor: ``width`` numbers per row, or one (``width`` None)."""
+
+    name: str
+    width: int | None
+    description: str
+
+    def shape(self, n: int) -> list[int]:
+        return [n] if self.width is None else [n, self.width]
+
+
+Compute = Callable[[Autoencoder, Array, frozenset[str]], dict[str, Array]]
+
+
+def _autoencoder(model: Autoencoder, X: Array, wanted: frozenset[str]) -> dict[str, Array]:
+    if wanted == {"latent"}:
+        return {"latent": model.encode(X)}
+    Z, X_hat, errors = model.forward(X)
+    return {"latent": Z, "reconstruction": X_hat, "error": errors}
+
+
+def _decoder(model: Autoencoder, Z: Array, wanted: frozenset[str]) -> dict[str, Array]:
+    return {"vectors": model.decode(Z)}
+
+
+@dataclass(frozen=True)
+class Signature:
+    """What one kind of model reads and returns, and how it computes the outputs asked for."""
+
+    suffix: str  # appended to the repository's model name: "" or "-decoder"
+    input: MatrixSpec
+    outputs: tuple[Output, ...]
+    compute: Compute
+
+    @property
+    def output_names(self) -> frozenset[str]:
+        return frozenset(o.name for o in self.outputs)
+
+    def output(self, name: str) -> Output:
+        return next(o for o in self.outputs if o.name == name)
+
+
+AUTOENCODER = Signature(
+    "",
+    VECTORS,
+    (
+        Output("latent", 2, "The 2-D latent code of each vector."),
+        Output("reconstruction", N_FEATURES, "decode(encode(x)), pixels in [0, 16]."),
+        Output("error", None, "Mean squared reconstruction error per vector (scaled units)."),
+    ),
+    _autoencoder,
+)
+DECODER_SUFFIX = "-decoder"
+DECODER = Signature(
+    DECODER_SUFFIX,
+    CODES,
+    (Output("vectors", N_FEATURES, "The pixel vector decoded from each code."),),
+    _decoder,
+)
+
+
+@dataclass(frozen=True)
+class NativeOperation:
+    """A native endpoint: a signature, and which outputs it answers under which JSON keys.
+
+    The ``.npy`` answer stacks the answered outputs as columns, in this order.
+    """
+
+    path: str
+    summary: str
+    signature: Signature
+    answer: tuple[tuple[str, str], ...]  # (JSON key, signature output)
+    request_model: type[BaseModel]
+    response_model: type[BaseModel]
+
+    @property
+    def wanted(self) -> frozenset[str]:
+        return frozenset(output for _, output in self.answer)
+
+    @property
+    def npy_width(self) -> int:
+        return sum(self.signature.output(o).width or 1 for _, o in self.answer)
+
+
+NATIVE: dict[str, NativeOperation] = {
+    op.path: op
+    for op in (
+        NativeOperation(
+            "/encode",
+            "Encode pixel vectors to 2-D latent codes",
+            AUTOENCODER,
+            (("latent", "latent"),),
+            EncodeRequest,
+            EncodeResponse,
+        ),
+        NativeOperation(
+            "/decode",
+            "Decode 2-D latent codes to pixel vectors",
+            DECODER,
+            (("vectors", "vectors"),),
+            DecodeRequest,
+            DecodeResponse,
+        ),
+        NativeOperation(
+            "/reconstruct",
+            "Reconstruct pixel vectors and score each by its reconstruction error",
+            AUTOENCODER,
+            (("vectors", "reconstruction"), ("errors", "error")),
+            ReconstructRequest,
+            ReconstructResponse,
+        ),
+    )
+}
+
+# POST /v2/models/{model}[/versions/{version}]/infer
+OIP_INFER = re.compile(r"/v2/models/(?P<model>[^/]+)(?:/versions/(?P<version>[^/]+))?/infer")
+_OIP_MODEL = re.compile(r"/v2/models/[^/]+(?:/versions/[^/]+)?(?P<rest>/ready|/infer)?")
+
+# Orchestrators must reach these without credentials, and even when the service is saturated.
+PROBE_PATHS = frozenset({"/healthz", "/readyz", "/v2/health/live", "/v2/health/ready"})
+_FIXED_PATHS = frozenset({*NATIVE, *PROBE_PATHS, "/model", "/metrics", "/v2"})
+
+
+def endpoint_label(path: str) -> str:
+    """The metrics label for ``path``: the path itself, an OIP route template, or ``other``.
+
+    Bounded: model names and versions go in their own labels, never in this one.
+    """
+    if path in _FIXED_PATHS:
+        return path
+    match = _OIP_MODEL.fullmatch(path)
+    if match is None:
+        return "other"
+    versioned = "/versions/" in path
+    base = "/v2/models/{model}" + ("/versions/{version}" if versioned else "")
+    return base + (match["rest"] or "")

@@ -1,0 +1,30 @@
+"""Protocols at the edge: each translates bytes ⇄ ``(model, signature, array, outputs)``.
+
+:mod:`service.protocols.native` serves ``/encode``, ``/decode`` and ``/reconstruct`` (JSON or
+``.npy``); :mod:`service.protocols.oip` serves the Open Inference Protocol's ``infer``. Both
+hand the arrays to the same :class:`service.dataplane.DataPlane`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from service.dataplane import Inference
+
+__all__ = ["Answer", "BodyReader", "Headers"]
+
+# The request headers a protocol may read, lower-case names, latin-1 values.
+Headers = dict[bytes, str]
+# Reads the whole body within the size limit (413 beyond it); called at most once.
+BodyReader = Callable[[], Awaitable[bytes]]
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A 200 answer: its bytes, media type, extra headers, and what the data plane did."""
+
+    payload: bytes
+    media_type: str
+    inference: Inference
+    headers: list[tuple[bytes, bytes]] = field(default_factory=list)

@@ -1,0 +1,133 @@
+"""The Open Inference Protocol's health and metadata endpoints (``infer`` is in
+:mod:`service.protocols.oip`)."""
+
+from __future__ import annotations
+
+from importlib import metadata
+from typing import Any
+
+from fastapi import APIRouter, Request
+
+from service.dependencies import dataplane_of
+from service.operations import Signature
+from service.protocols.oip import DATATYPES
+from service.repository import ServedModel
+from service.schemas import (
+    OipError,
+    OipLive,
+    OipModelMetadata,
+    OipModelReady,
+    OipReady,
+    OipServerMetadata,
+    OipTensorMetadata,
+)
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/v2", tags=["open inference protocol"])
+
+_NOT_READY: dict[int | str, dict[str, Any]] = {
+    503: {"model": OipError, "description": "No model loaded yet."}
+}
+_UNKNOWN: dict[int | str, dict[str, Any]] = {
+    404: {"model": OipError, "description": "Unknown model or version."}
+}
+_DATATYPE = {dtype.itemsize: name for name, dtype in DATATYPES.items()}
+
+
+def _server_version() -> str:
+    try:
+        return metadata.version("digitcode")
+    except metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+@router.get("", response_model=OipServerMetadata, summary="Server metadata")
+async def server_metadata() -> OipServerMetadata:
+    return OipServerMetadata(
+        name="digitcode", version=_server_version(), extensions=["binary_tensor_data"]
+    )
+
+
+@router.get("/health/live", response_model=OipLive, summary="Server live")
+async def live() -> OipLive:
+    return OipLive(live=True)
+
+
+@router.get("/health/ready", response_model=OipReady, responses=_NOT_READY, summary="Server ready")
+async def ready(request: Request) -> OipReady:
+    dataplane_of(request).native_model()  # 503 while nothing is loaded
+    return OipReady(ready=True)
+
+
+def _metadata(
+    name: str, served: ServedModel, signature: Signature, versions: list[str]
+) -> OipModelMetadata:
+    datatype = _DATATYPE[served.model.dtype.itemsize]
+    return OipModelMetadata(
+        name=name,
+        versions=versions,
+        platform="digitcode_numpy",
+        inputs=[
+            OipTensorMetadata(
+                name=signature.input.key, datatype=datatype, shape=[-1, signature.input.width]
+            )
+        ],
+        outputs=[
+            OipTensorMetadata(
+                name=o.name, datatype=datatype, shape=[-1] if o.width is None else [-1, o.width]
+            )
+            for o in signature.outputs
+        ],
+        parameters={"model_version": served.version, "input_datatypes": "FP32,FP64"},
+    )
+
+
+@router.get(
+    "/models/{model_name}",
+    response_model=OipModelMetadata,
+    responses={**_UNKNOWN, **_NOT_READY},
+    summary="Model metadata (the newest version)",
+)
+async def model_metadata(request: Request, model_name: str) -> OipModelMetadata:
+    dataplane = dataplane_of(request)
+    served, signature = dataplane.resolve(model_name, None)
+    return _metadata(model_name, served, signature, dataplane.versions(served.name))
+
+
+@router.get(
+    "/models/{model_name}/versions/{model_version}",
+    response_model=OipModelMetadata,
+    responses={**_UNKNOWN, **_NOT_READY},
+    summary="Model metadata (a given version)",
+)
+async def model_version_metadata(
+    request: Request, model_name: str, model_version: str
+) -> OipModelMetadata:
+    dataplane = dataplane_of(request)
+    served, signature = dataplane.resolve(model_name, model_version)
+    return _metadata(model_name, served, signature, dataplane.versions(served.name))
+
+
+@router.get(
+    "/models/{model_name}/ready",
+    response_model=OipModelReady,
+    responses={**_UNKNOWN, **_NOT_READY},
+    summary="Model ready (the newest version)",
+)
+async def model_ready(request: Request, model_name: str) -> OipModelReady:
+    dataplane_of(request).resolve(model_name, None)
+    return OipModelReady(name=model_name, ready=True)
+
+
+@router.get(
+    "/models/{model_name}/versions/{model_version}/ready",
+    response_model=OipModelReady,
+    responses={**_UNKNOWN, **_NOT_READY},
+    summary="Model ready (a given version)",
+)
+async def model_version_ready(
+    request: Request, model_name: str, model_version: str
+) -> OipModelReady:
+    dataplane_of(request).resolve(model_name, model_version)
+    return OipModelReady(name=model_name, ready=True)
