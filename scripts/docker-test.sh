@@ -299,6 +299,12 @@ body=$(curl -sS --noproxy '*' --max-time 5 --fail "$BASE_URL/healthz")
     || fail "GET /healthz returned $body"
 info "GET /healthz -> $body"
 
+# The Open Inference Protocol's readiness probe, which KServe's manifests use.
+body=$(curl -sS --noproxy '*' --max-time 5 --fail "$BASE_URL/v2/health/ready")
+"$PYTHON" -c 'import json, sys; assert json.loads(sys.argv[1]) == {"ready": True}, sys.argv[1]' "$body" \
+    || fail "GET /v2/health/ready returned $body"
+info "GET /v2/health/ready -> $body"
+
 # ---------------------------------------------------------------------------------------------
 step "POST /encode: container vs in-process app"
 if [ -f "$DATA_FILE" ]; then
