@@ -12,6 +12,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from client._exceptions import APIError, ClientError, ServerError, TransportError, shift_rows
+from client._operations import OPERATIONS, Operation
 
 __all__ = ["DEFAULT_BATCH_SIZE", "DEFAULT_URL", "AsyncClient", "Client"]
 
@@ -25,13 +26,6 @@ NPY_TYPE = "application/x-npy"
 
 Array = NDArray[np.float64]
 Progress = Callable[[int], None]
-
-# endpoint -> (request key, request width, response keys)
-_ENDPOINTS: dict[str, tuple[str, int, tuple[str, ...]]] = {
-    "/encode": ("vectors", 64, ("latent",)),
-    "/decode": ("latent", 2, ("vectors",)),
-    "/reconstruct": ("vectors", 64, ("vectors", "errors")),
-}
 
 
 def _as_matrix(data: ArrayLike, width: int) -> Array:
@@ -64,7 +58,7 @@ def _raise_for_status(response: httpx.Response) -> None:
     raise error(response.status_code, detail)
 
 
-def _request_args(path: str, batch: Array, binary: bool) -> dict[str, Any]:
+def _request_args(op: Operation, batch: Array, binary: bool) -> dict[str, Any]:
     if binary:
         buffer = io.BytesIO()
         np.save(buffer, batch, allow_pickle=False)
@@ -72,31 +66,22 @@ def _request_args(path: str, batch: Array, binary: bool) -> dict[str, Any]:
             "content": buffer.getvalue(),
             "headers": {"Content-Type": NPY_TYPE, "Accept": NPY_TYPE},
         }
-    return {"json": {_ENDPOINTS[path][0]: batch.tolist()}}
+    return {"json": {op.input_key: batch.tolist()}}
 
 
-def _answer(path: str, response: httpx.Response) -> list[Array]:
-    """The arrays in one answer, in the order of ``_ENDPOINTS[path]``'s response keys."""
-    keys = _ENDPOINTS[path][2]
+def _answer(op: Operation, response: httpx.Response) -> list[Array]:
+    """The arrays in one answer, in the order of ``op.outputs``."""
     if response.headers.get("content-type", "").startswith(NPY_TYPE):
         array = np.load(io.BytesIO(response.content), allow_pickle=False).astype(np.float64)
-        # /reconstruct answers (n, 65): the pixels, then the error column.
-        return [array[:, :64], array[:, 64]] if len(keys) == 2 else [array]
+        # The outputs side by side as columns: /reconstruct is (n, 65), pixels then error.
+        return [array[:, where] for where in op.column_slices()]
     payload = response.json()
-    return [np.asarray(payload[k], dtype=np.float64) for k in keys]
+    return [np.asarray(payload[key], dtype=np.float64) for key, _ in op.outputs]
 
 
-# What an endpoint answers for zero rows, without asking it.
-_EMPTY: dict[str, list[tuple[int, ...]]] = {
-    "/encode": [(0, 2)],
-    "/decode": [(0, 64)],
-    "/reconstruct": [(0, 64), (0,)],
-}
-
-
-def _join(parts: list[list[Array]], path: str) -> list[Array]:
-    if not parts:
-        return [np.empty(shape) for shape in _EMPTY[path]]
+def _join(parts: list[list[Array]], op: Operation) -> list[Array]:
+    if not parts:  # what an endpoint answers for zero rows, without asking it
+        return [np.empty(shape) for shape in op.empty_shapes()]
     return [np.concatenate(arrays) for arrays in zip(*parts, strict=True)]
 
 
@@ -168,30 +153,31 @@ class Client:
         _raise_for_status(response)
         return response
 
-    def _batched(self, path: str, data: ArrayLike, progress: Progress | None) -> list[Array]:
+    def _batched(self, name: str, data: ArrayLike, progress: Progress | None) -> list[Array]:
+        op = OPERATIONS[name]
         parts = []
-        for start, batch in _batches(_as_matrix(data, _ENDPOINTS[path][1]), self.batch_size):
+        for start, batch in _batches(_as_matrix(data, op.input_width), self.batch_size):
             binary = self.binary_from is not None and len(batch) >= self.binary_from
             try:
-                response = self._send("POST", path, **_request_args(path, batch, binary))
+                response = self._send("POST", op.path, **_request_args(op, batch, binary))
             except APIError as exc:
                 raise _in_batch_at(start, exc) from None
-            parts.append(_answer(path, response))
+            parts.append(_answer(op, response))
             if progress is not None:
                 progress(len(batch))
-        return _join(parts, path)
+        return _join(parts, op)
 
     def encode(self, X: ArrayLike, progress: Progress | None = None) -> Array:
         """Latent codes: ``X`` of shape (n, 64), pixels 0..16 → ndarray of shape (n, 2)."""
-        return self._batched("/encode", X, progress)[0].reshape(-1, 2)
+        return self._batched("encode", X, progress)[0].reshape(-1, 2)
 
     def decode(self, Z: ArrayLike, progress: Progress | None = None) -> Array:
         """Pixel vectors: ``Z`` of shape (n, 2) → ndarray of shape (n, 64)."""
-        return self._batched("/decode", Z, progress)[0].reshape(-1, 64)
+        return self._batched("decode", Z, progress)[0].reshape(-1, 64)
 
     def reconstruct(self, X: ArrayLike, progress: Progress | None = None) -> tuple[Array, Array]:
         """Reconstructions of shape (n, 64) and errors of shape (n,) for ``X`` of shape (n, 64)."""
-        X_hat, errors = self._batched("/reconstruct", X, progress)
+        X_hat, errors = self._batched("reconstruct", X, progress)
         return X_hat.reshape(-1, 64), errors
 
     def model_info(self) -> dict[str, Any]:
@@ -251,32 +237,33 @@ class AsyncClient:
         _raise_for_status(response)
         return response
 
-    async def _batched(self, path: str, data: ArrayLike, progress: Progress | None) -> list[Array]:
+    async def _batched(self, name: str, data: ArrayLike, progress: Progress | None) -> list[Array]:
+        op = OPERATIONS[name]
         parts = []
-        for start, batch in _batches(_as_matrix(data, _ENDPOINTS[path][1]), self.batch_size):
+        for start, batch in _batches(_as_matrix(data, op.input_width), self.batch_size):
             binary = self.binary_from is not None and len(batch) >= self.binary_from
             try:
-                response = await self._send("POST", path, **_request_args(path, batch, binary))
+                response = await self._send("POST", op.path, **_request_args(op, batch, binary))
             except APIError as exc:
                 raise _in_batch_at(start, exc) from None
-            parts.append(_answer(path, response))
+            parts.append(_answer(op, response))
             if progress is not None:
                 progress(len(batch))
-        return _join(parts, path)
+        return _join(parts, op)
 
     async def encode(self, X: ArrayLike, progress: Progress | None = None) -> Array:
         """Latent codes: ``X`` of shape (n, 64), pixels 0..16 → ndarray of shape (n, 2)."""
-        return (await self._batched("/encode", X, progress))[0].reshape(-1, 2)
+        return (await self._batched("encode", X, progress))[0].reshape(-1, 2)
 
     async def decode(self, Z: ArrayLike, progress: Progress | None = None) -> Array:
         """Pixel vectors: ``Z`` of shape (n, 2) → ndarray of shape (n, 64)."""
-        return (await self._batched("/decode", Z, progress))[0].reshape(-1, 64)
+        return (await self._batched("decode", Z, progress))[0].reshape(-1, 64)
 
     async def reconstruct(
         self, X: ArrayLike, progress: Progress | None = None
     ) -> tuple[Array, Array]:
         """Reconstructions of shape (n, 64) and errors of shape (n,) for ``X`` of shape (n, 64)."""
-        X_hat, errors = await self._batched("/reconstruct", X, progress)
+        X_hat, errors = await self._batched("reconstruct", X, progress)
         return X_hat.reshape(-1, 64), errors
 
     async def model_info(self) -> dict[str, Any]:

@@ -23,10 +23,10 @@ from tqdm import tqdm
 
 from client._client import DEFAULT_BATCH_SIZE, DEFAULT_URL, Client
 from client._exceptions import DigitcodeError
+from client._operations import OPERATIONS
 
 __all__ = ["main", "read_rows"]
 
-_WIDTHS = {"encode": 64, "decode": 2, "reconstruct": 64}
 # Below this many rows a progress bar is noise.
 _PROGRESS_MIN_ROWS = 1000
 
@@ -86,7 +86,7 @@ def _url(value: str) -> str:
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="digitcode", description=__doc__.split("\n\n")[0])
-    p.add_argument("command", choices=sorted(_WIDTHS))
+    p.add_argument("command", choices=sorted(OPERATIONS))
     p.add_argument("input", help="CSV file, or - for standard input")
     p.add_argument("-o", "--output", help="CSV file to write (default: standard output)")
     p.add_argument(
@@ -109,7 +109,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None, client: Client | None = None) -> int:
     """Run the command line; ``client`` lets tests inject one bound to an in-process app."""
     args = _parser().parse_args(argv)
-    width = _WIDTHS[args.command]
+    width = OPERATIONS[args.command].input_width
     try:
         text = sys.stdin.read() if args.input == "-" else Path(args.input).read_text()
         data, labels = read_rows(text, width, args.input)

@@ -1,0 +1,51 @@
+"""The service's endpoints as the client sees them: the one table the library and CLI read.
+
+The client talks HTTP only and imports nothing from the service; this mirrors the service's
+``service/operations.py`` for the three native endpoints (``tests/client`` checks they agree).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["OPERATIONS", "Operation"]
+
+
+@dataclass(frozen=True)
+class Operation:
+    """One endpoint: what it reads, and the arrays it answers (``width`` None: one per row).
+
+    A ``.npy`` answer stacks the outputs as columns, in this order.
+    """
+
+    path: str
+    input_key: str
+    input_width: int
+    outputs: tuple[tuple[str, int | None], ...]
+
+    def empty_shapes(self) -> list[tuple[int, ...]]:
+        """The shape of each output for zero rows."""
+        return [(0,) if width is None else (0, width) for _, width in self.outputs]
+
+    def column_slices(self) -> list[slice | int]:
+        """Where each output is in a ``.npy`` answer's columns."""
+        slices: list[slice | int] = []
+        start = 0
+        for _, width in self.outputs:
+            if width is None:
+                slices.append(start)
+                start += 1
+            else:
+                slices.append(slice(start, start + width))
+                start += width
+        return slices
+
+
+OPERATIONS: dict[str, Operation] = {
+    op.path.strip("/"): op
+    for op in (
+        Operation("/encode", "vectors", 64, (("latent", 2),)),
+        Operation("/decode", "latent", 2, (("vectors", 64),)),
+        Operation("/reconstruct", "vectors", 64, (("vectors", 64), ("errors", None))),
+    )
+}

@@ -1,0 +1,26 @@
+"""The client's table of endpoints agrees with the service's (the client cannot import it)."""
+
+from client._operations import OPERATIONS
+from service.operations import NATIVE
+
+
+def test_the_client_knows_every_native_endpoint_as_the_service_defines_it():
+    assert {op.path for op in OPERATIONS.values()} == set(NATIVE)
+    for name, op in OPERATIONS.items():
+        service_op = NATIVE[op.path]
+        assert op.path == f"/{name}"
+        assert (op.input_key, op.input_width) == (
+            service_op.signature.input.key,
+            service_op.signature.input.width,
+        )
+        widths = [service_op.signature.output(output).width for _, output in service_op.answer]
+        assert op.outputs == tuple(
+            (key, width) for (key, _), width in zip(service_op.answer, widths, strict=True)
+        )
+
+
+def test_npy_columns_follow_the_outputs():
+    reconstruct = OPERATIONS["reconstruct"]
+    assert reconstruct.column_slices() == [slice(0, 64), 64]
+    assert reconstruct.empty_shapes() == [(0, 64), (0,)]
+    assert OPERATIONS["encode"].column_slices() == [slice(0, 2)]
