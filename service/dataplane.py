@@ -36,7 +36,7 @@ logger = logging.getLogger("digitcode")
 Array = NDArray[np.float64]  # float32 or float64 as sent, typed as in service.model
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # one per request: not frozen, whose __init__ costs more
 class Inference:
     """The outcome of one inference: which model answered, and the outputs asked for."""
 
@@ -174,4 +174,6 @@ class DataPlane:
             raise too_many_rows(len(X), self.max_batch, loc)
         check_values(X, signature.input, loc)
         computed = signature.compute(served.model, X, wanted)
-        return Inference(served, {k: computed[k] for k in wanted}, len(X))
+        if len(computed) != len(wanted):  # computed more than asked for (a by-product)
+            computed = {k: computed[k] for k in wanted}
+        return Inference(served, computed, len(X))

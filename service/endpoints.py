@@ -30,10 +30,14 @@ _HEADERS = frozenset(
 )
 
 
+# The native paths' handlers, made once (a request only looks its path up).
+_NATIVE: dict[str, Handler] = {path: partial(native.serve, op) for path, op in NATIVE.items()}
+
+
 def _handler(path: str) -> Handler | None:
-    operation = NATIVE.get(path)
-    if operation is not None:
-        return partial(native.serve, operation)
+    handler = _NATIVE.get(path)
+    if handler is not None:
+        return handler
     match = OIP_INFER.fullmatch(path)
     if match is not None:
         return partial(oip.serve, match["model"], match["version"])

@@ -178,12 +178,14 @@ class ObservabilityMiddleware:
         request_id = request_id or os.urandom(16).hex()
         scope.setdefault("state", {})
         status = 500
+        served = ("", "")
 
         async def send_with_ids(message: Message) -> None:
-            nonlocal status
+            nonlocal status, served
             if message["type"] == "http.response.start":
                 status = message["status"]
-                version = self._served(scope)[1]
+                served = self._served(scope)
+                version = served[1]
                 message["headers"] = [
                     *message.get("headers", []),
                     (b"x-model-version", version.encode() if version else _NO_MODEL),
@@ -196,17 +198,23 @@ class ObservabilityMiddleware:
             await self.app(scope, receive, send_with_ids)
         finally:
             IN_FLIGHT.dec()
-            self._record(scope, status, started, request_id, body_bytes)
+            self._record(scope, status, started, request_id, body_bytes, served)
 
     def _record(
-        self, scope: Scope, status: int, started: float, request_id: str, body_bytes: int
+        self,
+        scope: Scope,
+        status: int,
+        started: float,
+        request_id: str,
+        body_bytes: int,
+        served: tuple[str, str],
     ) -> None:
         seconds = time.perf_counter() - started
         path = scope["path"]
         endpoint = endpoint_label(path)
         method = scope["method"]
         vectors = int(scope["state"].get("vectors", 0))
-        model, version = self._served(scope)
+        model, version = served if served[0] else self._served(scope)
         key = (endpoint, method, status, model, version)
         series = self._series.get(key)
         if series is None:

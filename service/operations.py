@@ -20,6 +20,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 from numpy.typing import NDArray
@@ -113,8 +114,11 @@ class Output:
 Compute = Callable[[Autoencoder, Array, frozenset[str]], dict[str, Array]]
 
 
+_LATENT_ONLY = frozenset({"latent"})
+
+
 def _autoencoder(model: Autoencoder, X: Array, wanted: frozenset[str]) -> dict[str, Array]:
-    if wanted == {"latent"}:
+    if wanted == _LATENT_ONLY:
         return {"latent": model.encode(X)}
     Z, X_hat, errors = model.forward(X)
     return {"latent": Z, "reconstruction": X_hat, "error": errors}
@@ -133,7 +137,7 @@ class Signature:
     outputs: tuple[Output, ...]
     compute: Compute
 
-    @property
+    @cached_property
     def output_names(self) -> frozenset[str]:
         return frozenset(o.name for o in self.outputs)
 
@@ -174,7 +178,7 @@ class NativeOperation:
     request_model: type[BaseModel]
     response_model: type[BaseModel]
 
-    @property
+    @cached_property
     def wanted(self) -> frozenset[str]:
         return frozenset(output for _, output in self.answer)
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from service.artifact import MANIFEST_FILE, ArtifactError
@@ -59,10 +59,18 @@ class Repository:
 
     models: Mapping[str, Mapping[str, ServedModel]]
     default: str
+    _newest: dict[str, ServedModel] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        newest = {
+            name: max(versions.values(), key=lambda m: (m.created_at, m.version))
+            for name, versions in self.models.items()
+        }
+        object.__setattr__(self, "_newest", newest)  # frozen: computed once, read per request
 
     def newest(self, name: str) -> ServedModel:
-        versions = self.models[name].values()
-        return max(versions, key=lambda m: (m.created_at, m.version))
+        """The newest version of model ``name`` (KeyError if unknown)."""
+        return self._newest[name]
 
     def get(self, name: str | None, version: str | None = None) -> ServedModel:
         """The model ``name`` (default: the native one) at ``version`` (default: newest).
@@ -73,13 +81,15 @@ class Repository:
             404 naming the unknown model or version, and what is served.
         """
         name = self.default if name is None else name
+        if version is None:
+            newest = self._newest.get(name)
+            if newest is not None:
+                return newest
         versions = self.models.get(name)
         if versions is None:
             known = ", ".join(sorted(self.models)) or "none"
             raise RequestError(404, f"Unknown model {name!r} (served: {known})")
-        if version is None:
-            return self.newest(name)
-        found = versions.get(version)
+        found = versions.get(version) if version is not None else None
         if found is None:
             known = ", ".join(sorted(versions))
             raise RequestError(

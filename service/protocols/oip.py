@@ -47,6 +47,8 @@ class _Input:
     binary_size: int | None
     data: NDArray[np.float64] | None  # JSON data, flattened
     data_error: str | None  # why the JSON data is not a list of numbers
+    rows: int | None  # nested data: how many rows, if every row has the same length
+    row_length: int | None
 
 
 @dataclass
@@ -92,24 +94,33 @@ def _read_input(element: Any, i: int) -> _Input:
         raise _bad("binary_data_size must be a non-negative integer", *loc, "parameters")
     data: NDArray[np.float64] | None = None
     data_error = None
+    rows = row_length = None
     raw = element.get("data")
     if isinstance(raw, simdjson.Array):
         try:
             data = np.frombuffer(raw.as_buffer(of_type="d"), dtype=np.float64)
         except (TypeError, ValueError):
             data_error = "data must hold only numbers (nested lists or flat)"
+        else:
+            if len(raw) != data.size:  # not flat: rows of numbers, all of one length?
+                try:
+                    lengths = {len(row) for row in raw}  # type: ignore[arg-type]
+                except TypeError:  # a number beside the rows
+                    lengths = set()
+                rows = len(raw)
+                row_length = lengths.pop() if len(lengths) == 1 else -1
     elif raw is not None:
         data_error = "data must be a list of numbers (nested or flat)"
     elif size is None:
         data_error = "data is missing (give data, or binary_data_size with the binary extension)"
-    return _Input(name, shape, datatype, size, data, data_error)
+    return _Input(name, shape, datatype, size, data, data_error, rows, row_length)
 
 
 def _read_outputs(value: Any) -> list[tuple[str, bool | None]] | None:
     if value is None:
         return None
-    if not isinstance(value, simdjson.Array):
-        raise _bad("outputs must be a list", "outputs")
+    if not isinstance(value, simdjson.Array) or len(value) == 0:
+        raise _bad("outputs must be a non-empty list (leave it out for every output)", "outputs")
     outputs: list[tuple[str, bool | None]] = []
     for i, element in enumerate(value):
         if not isinstance(element, simdjson.Object) or not isinstance(element.get("name"), str):
@@ -186,6 +197,12 @@ def _tensor(
         if item.data.size != count:
             raise _bad(
                 f"data holds {item.data.size} numbers, shape {item.shape} needs {count}",
+                *loc,
+                "data",
+            )
+        if item.rows is not None and (item.rows, item.row_length) != (n, spec.width):
+            raise _bad(
+                f"data must be flat or {n} rows of {spec.width} numbers (shape {item.shape})",
                 *loc,
                 "data",
             )

@@ -265,6 +265,22 @@ GOOD = np.ones((2, 64))
         ({"inputs": [{**_input(GOOD), "data": None}]}, 400, "data is missing"),
         ({"inputs": [_input(GOOD * 17)]}, 400, "inputs.vectors.0.0: Value 17.0 is outside"),
         ({"inputs": [_input(GOOD)], "outputs": [{"name": "z"}]}, 400, "no output 'z'"),
+        ({"inputs": [_input(GOOD)], "outputs": []}, 400, "outputs must be a non-empty list"),
+        (
+            {"inputs": [{**_input(GOOD), "data": [[1.0] * 32] * 4}]},
+            400,
+            "flat or 2 rows of 64 numbers",
+        ),
+        (
+            {"inputs": [{**_input(GOOD), "data": [[[1.0] * 64]] * 2}]},
+            400,
+            "flat or 2 rows of 64 numbers",
+        ),
+        (
+            {"inputs": [{**_input(GOOD), "data": [[1.0] * 64, *[1.0] * 64]}]},
+            400,
+            "flat or 2 rows of 64 numbers",
+        ),
         ({"inputs": [_input(GOOD)], "id": 7}, 400, "id must be a string"),
         ({"inputs": [_input(np.ones((51, 64)))]}, 413, "exceeds the limit of 50"),
     ],
