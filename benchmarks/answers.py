@@ -3,7 +3,8 @@
 A throughput figure only means something if the server computed the right thing, so every
 server is asked for ``/encode`` and ``/reconstruct`` of the exact bodies the timed runs send,
 and its answers are compared with the reference (the straightforward app, itself the same
-numpy forward pass as the service).
+numpy forward pass as the service). The service's Open Inference Protocol ``infer`` is asked
+for the same outputs (``latent``; ``reconstruction`` and ``error``) with JSON or binary tensors.
 
 The functions take an :class:`httpx.Client`, so they work against a live server, a Starlette
 ``TestClient`` (in-process, no sockets) or an :class:`httpx.MockTransport`.
@@ -12,7 +13,8 @@ The functions take an :class:`httpx.Client`, so they work against a live server,
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 import httpx
 import numpy as np
@@ -20,18 +22,27 @@ import orjson
 from numpy.typing import NDArray
 
 __all__ = [
+    "HEADER_LENGTH",
     "JSON_TYPE",
     "NPY_TYPE",
+    "OIP_BINARY_TYPE",
+    "OIP_ENCODE",
+    "OIP_PATH",
+    "OIP_RECONSTRUCT",
     "TOLERANCE",
     "AnswerMismatchError",
     "Answers",
     "NpyUnsupportedError",
+    "OipBody",
     "check_answers",
     "compare_answers",
     "fetch_json_answers",
     "fetch_npy_answers",
+    "fetch_oip_answers",
     "json_body",
     "npy_body",
+    "oip_body",
+    "parse_oip_answer",
 ]
 
 # Every server computes the same float32 forward pass (the model's precision) and JSON answers
@@ -43,6 +54,14 @@ JSON_TYPE = "application/json"
 NPY_TYPE = "application/x-npy"
 N_FEATURES = 64
 N_LATENT = 2
+
+# The Open Inference Protocol (KServe V2) infer of the service's model (one artifact is served
+# as model "digitcode"), with its binary tensor extension.
+OIP_PATH = "/v2/models/digitcode/infer"
+OIP_BINARY_TYPE = "application/octet-stream"
+HEADER_LENGTH = "Inference-Header-Content-Length"
+OIP_ENCODE = ("latent",)  # the outputs /encode answers
+OIP_RECONSTRUCT = ("reconstruction", "error")  # the outputs /reconstruct answers
 
 
 class AnswerMismatchError(Exception):
@@ -72,9 +91,62 @@ class Answers:
     errors: NDArray[np.float64]
 
 
+def _json_rows(rows: NDArray[np.float64]) -> list[list[float]]:
+    """Pixel rows as JSON numbers: float64, printed by orjson as the Python client does."""
+    rows_list: list[list[float]] = np.asarray(rows, dtype=np.float64).tolist()
+    return rows_list
+
+
 def json_body(rows: NDArray[np.float64]) -> bytes:
     """``{"vectors": [[...], ...]}`` for pixel rows, as the Python client sends it."""
-    return orjson.dumps({"vectors": np.asarray(rows, dtype=np.float64).tolist()})
+    return orjson.dumps({"vectors": _json_rows(rows)})
+
+
+@dataclass(frozen=True)
+class OipBody:
+    """One Open Inference Protocol ``infer`` request body and how it is sent.
+
+    Attributes
+    ----------
+    content : bytes
+        The body: JSON, or with the binary extension JSON followed by the tensor's bytes.
+    outputs : tuple of str
+        The outputs it asks for; the answer must hold exactly these.
+    headers : mapping
+        Headers it needs besides ``Content-Type`` and ``Accept``: the length of the JSON part
+        (``Inference-Header-Content-Length``) when binary.
+    """
+
+    content: bytes
+    outputs: tuple[str, ...]
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def content_type(self) -> str:
+        return OIP_BINARY_TYPE if HEADER_LENGTH in self.headers else JSON_TYPE
+
+
+def oip_body(rows: NDArray[np.float64], outputs: Sequence[str], *, binary: bool) -> OipBody:
+    """An ``infer`` request of input ``vectors`` (``FP32``) asking for ``outputs``.
+
+    JSON: the rows nested in ``data``, their numbers printed as in :func:`json_body`. Binary:
+    the rows as little-endian float32 bytes after the JSON, and every output asked for as
+    binary data.
+    """
+    X = np.asarray(rows, dtype=np.float64)
+    tensor: dict[str, object] = {"name": "vectors", "shape": list(X.shape), "datatype": "FP32"}
+    if not binary:
+        tensor["data"] = _json_rows(X)
+        request = {"inputs": [tensor], "outputs": [{"name": name} for name in outputs]}
+        return OipBody(orjson.dumps(request), tuple(outputs))
+    data = np.ascontiguousarray(X, dtype="<f4").tobytes()
+    tensor["parameters"] = {"binary_data_size": len(data)}
+    request = {
+        "inputs": [tensor],
+        "outputs": [{"name": name, "parameters": {"binary_data": True}} for name in outputs],
+    }
+    header = orjson.dumps(request)
+    return OipBody(header + data, tuple(outputs), {HEADER_LENGTH: str(len(header))})
 
 
 def npy_body(rows: NDArray[np.float64], dtype: type[np.floating] = np.float32) -> bytes:
@@ -84,8 +156,14 @@ def npy_body(rows: NDArray[np.float64], dtype: type[np.floating] = np.float32) -
     return buffer.getvalue()
 
 
-def _post(client: httpx.Client, path: str, body: bytes, content_type: str) -> httpx.Response:
-    headers = {"Content-Type": content_type, "Accept": content_type}
+def _post(
+    client: httpx.Client,
+    path: str,
+    body: bytes,
+    content_type: str,
+    extra_headers: Mapping[str, str] | None = None,
+) -> httpx.Response:
+    headers = {"Content-Type": content_type, "Accept": content_type, **(extra_headers or {})}
     return client.post(path, content=body, headers=headers)
 
 
@@ -181,6 +259,77 @@ def fetch_npy_answers(client: httpx.Client, body: bytes, dtype: type[np.floating
         latent=latent.astype(np.float64),
         vectors=rec64[:, :N_FEATURES],
         errors=rec64[:, N_FEATURES],
+    )
+
+
+def parse_oip_answer(response: httpx.Response, label: str) -> dict[str, NDArray[np.float64]]:
+    """The outputs of an ``infer`` answer by name, shaped as it says, as float64.
+
+    Each output's numbers are either in its JSON ``data`` or, with the binary extension, the
+    next ``parameters.binary_data_size`` bytes after the JSON part (whose length is the
+    answer's ``Inference-Header-Content-Length``; without that header there is no binary part).
+
+    Raises
+    ------
+    AnswerMismatchError
+        If the answer is not 200, or not that shape: datatype other than ``FP32``, sizes that
+        do not match the shapes, binary data missing or left over.
+    """
+    _require_ok(response, label)
+    body = response.content
+    length = response.headers.get(HEADER_LENGTH, str(len(body)))
+    if not length.isdigit() or int(length) > len(body):
+        raise AnswerMismatchError(f"{label}: {HEADER_LENGTH} {length!r}, body {len(body)} bytes")
+    binary = memoryview(body)[int(length) :]
+    arrays: dict[str, NDArray[np.float64]] = {}
+    try:
+        for output in orjson.loads(body[: int(length)])["outputs"]:
+            name, shape = output["name"], tuple(output["shape"])
+            if name in arrays:
+                raise AnswerMismatchError(f"{label}: output {name!r} answered twice")
+            if output["datatype"] != "FP32":
+                raise AnswerMismatchError(f"{label}: {name} is {output['datatype']}, not FP32")
+            if "data" in output:
+                flat = np.asarray(output["data"], dtype=np.float64)
+            else:
+                size = output["parameters"]["binary_data_size"]
+                if type(size) is not int or not 0 <= size <= len(binary) or size % 4:
+                    raise AnswerMismatchError(
+                        f"{label}: {name} binary_data_size {size!r}, {len(binary)} bytes left"
+                    )
+                flat = np.frombuffer(binary[:size], dtype="<f4").astype(np.float64)
+                binary = binary[size:]
+            arrays[name] = flat.reshape(shape)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise AnswerMismatchError(f"{label}: not the documented answer ({exc!r})") from None
+    if len(binary):
+        raise AnswerMismatchError(f"{label}: {len(binary)} bytes after the outputs' binary data")
+    return arrays
+
+
+def _oip_outputs(client: httpx.Client, body: OipBody, label: str) -> dict[str, NDArray[np.float64]]:
+    response = _post(client, OIP_PATH, body.content, body.content_type, body.headers)
+    arrays = parse_oip_answer(response, label)
+    if sorted(arrays) != sorted(body.outputs):
+        raise AnswerMismatchError(f"{label}: outputs {sorted(arrays)}, asked {list(body.outputs)}")
+    return arrays
+
+
+def fetch_oip_answers(client: httpx.Client, encode: OipBody, reconstruct: OipBody) -> Answers:
+    """POST two ``infer`` requests (:data:`OIP_ENCODE`, :data:`OIP_RECONSTRUCT`), parse the answers.
+
+    Raises
+    ------
+    AnswerMismatchError
+        If an answer is not 200, not the documented shape, or does not hold exactly the
+        outputs asked for.
+    """
+    latent = _oip_outputs(client, encode, "OIP infer latent")["latent"]
+    rec = _oip_outputs(client, reconstruct, "OIP infer reconstruction, error")
+    return Answers(
+        latent=_as_matrix(latent, N_LATENT, "OIP latent"),
+        vectors=_as_matrix(rec["reconstruction"], N_FEATURES, "OIP reconstruction"),
+        errors=_as_matrix(rec["error"], None, "OIP error"),
     )
 
 

@@ -210,10 +210,16 @@ def _ratio_target(
     return Target(name, value, goal, "x", True, problem)
 
 
+def _throughput_target(name: str, run: Measurement | None, goal: float) -> Target:
+    value = run.vectors_per_s if run and run.result else None
+    return Target(name, value, goal, "/s", True, _problem(run))
+
+
 def evaluate_targets(runs: list[Measurement], servers: dict[str, ServerFigures]) -> list[Target]:
     """The issue's targets from one benchmark run's measurements."""
     single = _find(runs, SERVICE, "encode-1")
     npy = _find(runs, SERVICE, "encode-npy-10000")
+    oip_binary = _find(runs, SERVICE, "oip-binary-encode-10000")
     figures = servers.get(SERVICE)
     return [
         _ratio_target(
@@ -250,13 +256,33 @@ def evaluate_targets(runs: list[Measurement], servers: dict[str, ServerFigures])
             )
             for path in ("encode", "reconstruct")
         ),
-        Target(
-            "10 000-vector .npy /encode vectors/s",
-            npy.vectors_per_s if npy and npy.result else None,
-            1_000_000,
-            "/s",
-            True,
-            _problem(npy),
+        _throughput_target("10 000-vector .npy /encode vectors/s", npy, 1_000_000),
+        _throughput_target(
+            "10 000-vector binary OIP /infer (latent) vectors/s", oip_binary, 1_000_000
+        ),
+        _ratio_target(
+            "10 000-vector binary OIP /infer vs .npy /encode",
+            oip_binary,
+            npy,
+            0.9,
+            "vec",
+        ),
+        _ratio_target(
+            "1000-vector JSON OIP /infer (latent) vs JSON /encode",
+            _find(runs, SERVICE, "oip-json-encode-1000"),
+            _find(runs, SERVICE, "encode-1000"),
+            0.8,
+            "vec",
+        ),
+        replace(
+            _ratio_target(
+                "1000-vector JSON OIP reconstruction+error vs /reconstruct",
+                _find(runs, SERVICE, "oip-json-reconstruct-1000"),
+                _find(runs, SERVICE, "reconstruct-1000"),
+                0.8,
+                "vec",
+            ),
+            informational=True,
         ),
         Target(
             "single-vector /encode p99 latency, 8 connections",
@@ -287,17 +313,17 @@ def evaluate_targets(runs: list[Measurement], servers: dict[str, ServerFigures])
 
 def _runs_table(runs: list[Measurement]) -> list[str]:
     header = (
-        f"{'server':<16}{'workload':<22}{'conns':>6}{'req/s':>11}{'vectors/s':>13}"
+        f"{'server':<16}{'workload':<27}{'conns':>6}{'req/s':>11}{'vectors/s':>13}"
         f"{'p50 ms':>9}{'p99 ms':>9}{'non-2xx':>9}{'sock err':>9}{'spread':>8}  valid"
     )
     lines = [header, "-" * len(header)]
     for run in runs:
         r = run.result
         if r is None:
-            lines.append(f"{run.server:<16}{run.workload:<22}{run.connections:>6}  {run.note}")
+            lines.append(f"{run.server:<16}{run.workload:<27}{run.connections:>6}  {run.note}")
             continue
         lines.append(
-            f"{run.server:<16}{run.workload:<22}{run.connections:>6}{r.requests_per_s:>11,.1f}"
+            f"{run.server:<16}{run.workload:<27}{run.connections:>6}{r.requests_per_s:>11,.1f}"
             f"{run.vectors_per_s:>13,.0f}{r.latency_p50_us / 1000:>9.2f}"
             f"{r.latency_p99_us / 1000:>9.2f}{r.non2xx:>9}{r.socket_errors:>9}"
             f"{_spread(run.rounds, run.vectors_per_s):>8}  {'yes' if r.valid else 'NO'}"
@@ -317,10 +343,10 @@ def _servers_table(servers: dict[str, ServerFigures]) -> list[str]:
 
 
 def _targets_table(targets: list[Target]) -> list[str]:
-    header = f"{'target (digitcode)':<60}{'value':>14}{'goal':>16}  status"
+    header = f"{'target (digitcode)':<66}{'value':>14}{'goal':>16}  status"
     lines = [header, "-" * len(header)]
     for t in targets:
-        lines.append(f"{t.name:<60}{t.value_text:>14}{t.goal_text:>16}  {t.status}")
+        lines.append(f"{t.name:<66}{t.value_text:>14}{t.goal_text:>16}  {t.status}")
     return lines
 
 

@@ -10,12 +10,14 @@ Three servers are started one at a time on loopback (a free port, one uvicorn wo
 ``straightforward``
     ``benchmarks.apps:straightforward_app``: pydantic models, same numpy forward pass.
 ``digitcode``
-    ``python -m service`` on ``models/default`` (``DIGITCODE_MAX_BATCH=10000``).
+    ``python -m service`` on ``models/default`` (``DIGITCODE_MAX_BATCH=10000``), also timed on
+    the Open Inference Protocol's ``infer`` (JSON and binary tensors).
 
 Before any timing, every server's answers to the exact bodies the runs send are checked: the
 straightforward app against the in-process model, the service against the straightforward
-app (all servers compute the same float32 forward pass, so to float32 rounding: 1e-6
-relative and absolute). A server with wrong answers is not timed. Then
+app, and the service's ``infer`` answers against the model and its own native answers (all
+servers compute the same float32 forward pass, so to float32 rounding: 1e-6 relative and
+absolute). A server with wrong answers is not timed. Then
 each workload gets a warm-up run and a timed run of wrk (one thread); on a machine with two or
 more CPUs the server is pinned to CPU 0 and wrk to CPU 1 (``--no-pin`` turns this off). Any
 non-2xx answer or socket error makes a run invalid and its target "NOT met".
@@ -52,14 +54,21 @@ from numpy.typing import NDArray
 from benchmarks.answers import (
     JSON_TYPE,
     NPY_TYPE,
+    OIP_BINARY_TYPE,
+    OIP_ENCODE,
+    OIP_PATH,
+    OIP_RECONSTRUCT,
     AnswerMismatchError,
     Answers,
     NpyUnsupportedError,
+    OipBody,
     check_answers,
     fetch_json_answers,
     fetch_npy_answers,
+    fetch_oip_answers,
     json_body,
     npy_body,
+    oip_body,
 )
 from benchmarks.report import (
     BASELINE,
@@ -78,7 +87,7 @@ from benchmarks.servers import RunningServer, ServerError, ServerSpec, python_ar
 from benchmarks.wrk import WrkError, ensure_wrk, run_wrk, write_wrk_script, wrk_command
 from service.model import Autoencoder
 
-__all__ = ["Workload", "load_rows", "main", "reference_answers"]
+__all__ = ["Workload", "load_rows", "main", "oip_bodies", "reference_answers", "workloads"]
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL_DIR = Path("models/default")  # relative to ROOT, where the servers run
@@ -87,24 +96,20 @@ DEFAULT_JSON = ROOT / "benchmarks" / "results" / "latest.json"
 
 
 UVICORN = ("-m", "uvicorn", "--host", "127.0.0.1", "--port", "{port}", "--workers", "1")
-# The service defaults BLAS to one thread per worker (service/__init__.py); the baselines get the
-# same, so that unpinned runs (--no-pin) do not handicap them with threads fighting for 2 cores.
-ONE_BLAS_THREAD = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+# Every server gets one BLAS thread (benchmarks.servers.server_environment), as the service sets
+# for itself, so that unpinned runs (--no-pin) do not handicap the baselines with threads
+# fighting for 2 cores.
 SERVERS = (
-    ServerSpec(
-        NOOP,
-        python_argv(*UVICORN, "--log-level", "warning", "benchmarks.apps:noop_app"),
-        ONE_BLAS_THREAD,
-    ),
+    ServerSpec(NOOP, python_argv(*UVICORN, "--log-level", "warning", "benchmarks.apps:noop_app")),
     ServerSpec(
         BASELINE,
         python_argv(*UVICORN, "--log-level", "warning", "benchmarks.apps:straightforward_app"),
-        {**ONE_BLAS_THREAD, "DIGITCODE_MODEL_DIR": str(MODEL_DIR)},
+        {"DIGITCODE_MODEL_DIR": str(MODEL_DIR)},
     ),
     ServerSpec(
         TYPED,
         python_argv(*UVICORN, "--log-level", "warning", "benchmarks.apps:typed_app"),
-        {**ONE_BLAS_THREAD, "DIGITCODE_MODEL_DIR": str(MODEL_DIR)},
+        {"DIGITCODE_MODEL_DIR": str(MODEL_DIR)},
     ),
     ServerSpec(
         SERVICE,
@@ -134,7 +139,8 @@ class Workload:
     path : str
         Endpoint, e.g. ``"/encode"``.
     body : str
-        Name of the body file (``single.json``, ``batch.json``, ``batch.npy``).
+        Name of the body file (``single.json``, ``batch.json``, ``batch.npy``, or one of
+        :func:`oip_bodies`, whose extra headers are sent with it).
     content_type : str
         Sent as ``Content-Type`` and ``Accept``.
     vectors : int
@@ -159,7 +165,12 @@ class Workload:
 
 
 def workloads(batch: int, npy_batch: int, connections: int) -> list[Workload]:
-    """The workloads of the issue, plus ``.npy`` /reconstruct for information."""
+    """The workloads of the issue, plus ``.npy`` /reconstruct for information.
+
+    The Open Inference Protocol ones ask ``infer`` for what ``/encode`` answers (``latent``,
+    binary tensors and JSON) and what ``/reconstruct`` answers (``reconstruction`` and
+    ``error``, JSON).
+    """
     both = (BASELINE, TYPED, SERVICE)
     return [
         Workload("encode-1", "/encode", "single.json", JSON_TYPE, 1, connections, (NOOP, *both)),
@@ -177,7 +188,42 @@ def workloads(batch: int, npy_batch: int, connections: int) -> list[Workload]:
             4,
             (SERVICE,),
         ),
+        Workload(
+            f"oip-binary-encode-{npy_batch}",
+            OIP_PATH,
+            "oip-encode.bin",
+            OIP_BINARY_TYPE,
+            npy_batch,
+            4,
+            (SERVICE,),
+        ),
+        Workload(
+            f"oip-json-encode-{batch}", OIP_PATH, "oip-encode.json", JSON_TYPE, batch, 4, (SERVICE,)
+        ),
+        Workload(
+            f"oip-json-reconstruct-{batch}",
+            OIP_PATH,
+            "oip-reconstruct.json",
+            JSON_TYPE,
+            batch,
+            4,
+            (SERVICE,),
+        ),
     ]
+
+
+def oip_bodies(rows: NDArray[np.float64], batch: int) -> dict[str, OipBody]:
+    """The ``infer`` bodies by file name: binary on all ``rows``, JSON on the first ``batch``.
+
+    The binary reconstruction body is only sent by the answer check.
+    """
+    some = rows[:batch]
+    return {
+        "oip-encode.bin": oip_body(rows, OIP_ENCODE, binary=True),
+        "oip-reconstruct.bin": oip_body(rows, OIP_RECONSTRUCT, binary=True),
+        "oip-encode.json": oip_body(some, OIP_ENCODE, binary=False),
+        "oip-reconstruct.json": oip_body(some, OIP_RECONSTRUCT, binary=False),
+    }
 
 
 def load_rows(n: int, path: Path = TEST_FILE, seed: int = 0) -> NDArray[np.float64]:
@@ -201,15 +247,26 @@ def reference_answers(model: Autoencoder, X: NDArray[np.float64]) -> Answers:
     return Answers(latent=model.encode(X), vectors=vectors, errors=errors)
 
 
-def _write_inputs(
-    workdir: Path, rows: NDArray[np.float64], batch: int, all_workloads: list[Workload]
+def write_inputs(
+    workdir: Path,
+    rows: NDArray[np.float64],
+    batch: int,
+    all_workloads: list[Workload],
+    oip: dict[str, OipBody],
 ) -> dict[str, Path]:
     """Write the request bodies and one wrk script per workload; return the scripts by key."""
     (workdir / "single.json").write_bytes(json_body(rows[:1]))
     (workdir / "batch.json").write_bytes(json_body(rows[:batch]))
     (workdir / "batch.npy").write_bytes(npy_body(rows, np.float32))
+    for name, body in oip.items():
+        (workdir / name).write_bytes(body.content)
     return {
-        w.key: write_wrk_script(workdir / f"{w.key}.lua", workdir / w.body, w.content_type)
+        w.key: write_wrk_script(
+            workdir / f"{w.key}.lua",
+            workdir / w.body,
+            w.content_type,
+            headers=oip[w.body].headers if w.body in oip else None,
+        )
         for w in all_workloads
     }
 
@@ -221,7 +278,8 @@ class Bench:
         self.args = args
         self.rows = load_rows(args.npy_batch)
         self.workloads = workloads(args.batch, args.npy_batch, args.connections)
-        self.scripts = _write_inputs(workdir, self.rows, args.batch, self.workloads)
+        self.oip = oip_bodies(self.rows, args.batch)
+        self.scripts = write_inputs(workdir, self.rows, args.batch, self.workloads, self.oip)
         self.model = Autoencoder.from_dir(ROOT / MODEL_DIR)
         pin = not args.no_pin and (os.cpu_count() or 1) >= 2 and shutil.which("taskset")
         self.server_cpus: str | None = "0" if pin else None
@@ -230,6 +288,9 @@ class Bench:
         self.figures: dict[str, list[ServerFigures]] = {}  # every round's figures per server
         self.problems: list[str] = []
         self.baseline_answers: dict[str, Answers] = {}
+        # The service's own native answers ("JSON batch", "JSON 1-vector", ".npy": float32 of
+        # all rows), which its OIP answers must equal.
+        self.native_answers: dict[str, Answers] = {}
 
     # --- answer checks -------------------------------------------------------------------
 
@@ -246,26 +307,32 @@ class Bench:
             If the server's JSON answers differ from the reference.
         """
         with httpx.Client(base_url=server.base_url, timeout=60.0) as client:
-            if server.spec.name == NOOP:
-                answer = client.post("/encode", content=b"{}", headers={"Content-Type": JSON_TYPE})
-                if answer.status_code != 200 or answer.json() != {"ok": True}:
-                    raise AnswerMismatchError(f"noop answered {answer.status_code} {answer.text!r}")
-                return set()
-            for label, X, body in self._bodies():
-                answers = fetch_json_answers(client, body)
-                name = f"{server.spec.name} JSON {label} answers"
-                check_answers(reference_answers(self.model, X), answers, label=name)
-                if server.spec.name == BASELINE:
-                    self.baseline_answers[label] = answers
-                elif label in self.baseline_answers:
-                    check_answers(
-                        self.baseline_answers[label],
-                        answers,
-                        label=f"{name} (against the straightforward app's)",
-                    )
-            if server.spec.name != SERVICE:
-                return set()
-            return self._check_npy(client)
+            return self.check_answers_of(server.spec.name, client)
+
+    def check_answers_of(self, name: str, client: httpx.Client) -> set[str]:
+        """:meth:`check_server` on a client of server ``name`` (live, or in-process in tests)."""
+        if name == NOOP:
+            answer = client.post("/encode", content=b"{}", headers={"Content-Type": JSON_TYPE})
+            if answer.status_code != 200 or answer.json() != {"ok": True}:
+                raise AnswerMismatchError(f"noop answered {answer.status_code} {answer.text!r}")
+            return set()
+        for label, X, body in self._bodies():
+            answers = fetch_json_answers(client, body)
+            what = f"{name} JSON {label} answers"
+            check_answers(reference_answers(self.model, X), answers, label=what)
+            if name == BASELINE:
+                self.baseline_answers[label] = answers
+            elif label in self.baseline_answers:
+                check_answers(
+                    self.baseline_answers[label],
+                    answers,
+                    label=f"{what} (against the straightforward app's)",
+                )
+            if name == SERVICE:
+                self.native_answers[f"JSON {label}"] = answers
+        if name != SERVICE:
+            return set()
+        return self._check_npy(client) | self._check_oip(client)
 
     def _check_npy(self, client: httpx.Client) -> set[str]:
         npy_keys = {w.key for w in self.workloads if w.npy}
@@ -276,11 +343,13 @@ class Bench:
                 fetch_npy_answers(client, npy_body(batch, np.float64), np.float64),
                 label="digitcode float64 .npy answers",
             )
+            answers = fetch_npy_answers(client, npy_body(self.rows, np.float32), np.float32)
             check_answers(
                 reference_answers(self.model, self.rows),
-                fetch_npy_answers(client, npy_body(self.rows, np.float32), np.float32),
+                answers,
                 label="digitcode float32 .npy answers",
             )
+            self.native_answers[".npy"] = answers
         except NpyUnsupportedError as exc:
             self._skip(npy_keys, f"missing: .npy not served ({exc})")
             return npy_keys
@@ -290,6 +359,40 @@ class Bench:
             return npy_keys
         print("bench: digitcode .npy answers agree with the reference", flush=True)
         return set()
+
+    def _check_oip(self, client: httpx.Client) -> set[str]:
+        """Check the ``infer`` answers, binary and JSON; return the keys not to time.
+
+        Against the in-process model, and against the service's own native answers for the
+        same rows (float32 ``.npy`` for binary, JSON for JSON) when it gave them.
+        """
+        skip: set[str] = set()
+        batch = self.rows[: self.args.batch]
+        for label, X, suffix, native in (
+            ("binary", self.rows, ".bin", ".npy"),
+            ("JSON", batch, ".json", "JSON batch"),
+        ):
+            keys = {w.key for w in self.workloads if w.path == OIP_PATH and w.body.endswith(suffix)}
+            what = f"digitcode OIP {label} answers"
+            try:
+                answers = fetch_oip_answers(
+                    client, self.oip[f"oip-encode{suffix}"], self.oip[f"oip-reconstruct{suffix}"]
+                )
+                check_answers(reference_answers(self.model, X), answers, label=what)
+                if native in self.native_answers:
+                    check_answers(
+                        self.native_answers[native],
+                        answers,
+                        label=f"{what} (against its native {native} answers)",
+                    )
+            except AnswerMismatchError as exc:
+                self.problems.append(str(exc))
+                self._skip(keys, f"not timed: OIP {label} answers differ")
+                skip |= keys
+                continue
+            also = f" and its native {native} answers" if native in self.native_answers else ""
+            print(f"bench: {what} agree with the reference{also}", flush=True)
+        return skip
 
     def _skip(self, keys: set[str], note: str) -> None:
         print(f"bench: digitcode {', '.join(sorted(keys))}: {note}", flush=True)

@@ -2,7 +2,8 @@
 
 Start-up is the time from spawning the process to the first 200 on ``GET /readyz``; memory is
 the worker's resident set (``VmRSS`` in ``/proc/PID/status``). Every server runs as one process
-with one uvicorn worker, so the spawned process *is* the worker (``taskset`` execs its command).
+with one uvicorn worker, so the spawned process *is* the worker (``taskset`` execs its command),
+with one BLAS thread unless the environment says otherwise (:func:`server_environment`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from pathlib import Path
 
 import httpx
 
+from service.tuning import limit_blas_threads
+
 __all__ = [
     "HOST",
     "RunningServer",
@@ -27,6 +30,7 @@ __all__ = [
     "ServerSpec",
     "free_port",
     "memory_mb",
+    "server_environment",
     "start_server",
 ]
 
@@ -50,7 +54,7 @@ class ServerSpec:
         Command line; ``{port}`` in any argument is replaced by the chosen port.
     env : mapping
         Extra environment variables (the only ``DIGITCODE_*`` ones the server sees); ``{port}``
-        in a value is replaced too.
+        in a value is replaced too. See :func:`server_environment`.
     """
 
     name: str
@@ -130,6 +134,24 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
             process.wait()
 
 
+def server_environment(
+    spec: ServerSpec, port: int, environ: Mapping[str, str] = os.environ
+) -> dict[str, str]:
+    """The environment ``spec`` is started with on ``port``.
+
+    ``environ`` without its ``DIGITCODE_*`` variables (an inherited API key or smaller batch
+    limit would change what is measured), then the spec's own variables, then one BLAS thread
+    (``OPENBLAS_NUM_THREADS``, ``OMP_NUM_THREADS``, ``MKL_NUM_THREADS`` = 1) where neither set
+    one: the worker's numpy would otherwise start a BLAS thread per CPU, and those fight the
+    other requests (and, unpinned, wrk) for the cores. The service sets the same itself when
+    started as ``python -m service``; the baselines do not.
+    """
+    inherited = {k: v for k, v in environ.items() if not k.startswith("DIGITCODE_")}
+    env = {**inherited, **{k: v.replace("{port}", str(port)) for k, v in spec.env.items()}}
+    limit_blas_threads(env)
+    return env
+
+
 @contextmanager
 def start_server(
     spec: ServerSpec,
@@ -154,10 +176,7 @@ def start_server(
     argv = [arg.replace("{port}", str(port)) for arg in spec.argv]
     if cpus is not None:
         argv = ["taskset", "-c", cpus, *argv]
-    # Inherited DIGITCODE_* settings (an API key, a smaller batch limit) would change what is
-    # measured: every server gets exactly the ones its spec names.
-    inherited = {k: v for k, v in os.environ.items() if not k.startswith("DIGITCODE_")}
-    env = {**inherited, **{k: v.replace("{port}", str(port)) for k, v in spec.env.items()}}
+    env = server_environment(spec, port)
     log = tempfile.NamedTemporaryFile(  # noqa: SIM115 - lives as long as the server
         prefix=f"bench-{spec.name}-", suffix=".log", delete=False
     )

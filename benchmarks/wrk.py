@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -37,7 +38,7 @@ wrk.body = f:read("*a")
 f:close()
 wrk.headers["Content-Type"] = "{content_type}"
 wrk.headers["Accept"] = "{accept}"
-
+{headers}
 local threads = {{}}
 
 function setup(thread)
@@ -122,7 +123,11 @@ class WrkResult:
 
 
 def write_wrk_script(
-    path: Path, body_path: Path, content_type: str, accept: str | None = None
+    path: Path,
+    body_path: Path,
+    content_type: str,
+    accept: str | None = None,
+    headers: Mapping[str, str] | None = None,
 ) -> Path:
     """Write the Lua script for one workload and return its path.
 
@@ -131,18 +136,22 @@ def write_wrk_script(
     path : Path
         Where to write the script.
     body_path : Path
-        File holding the exact request body (JSON text or ``.npy`` bytes).
+        File holding the exact request body (JSON text, ``.npy`` or other binary bytes).
     content_type, accept : str
         Request headers; ``accept`` defaults to ``content_type``.
+    headers : mapping, optional
+        More request headers, e.g. ``{"Inference-Header-Content-Length": "163"}``.
     """
-    for value in (str(body_path), content_type, accept or ""):
-        if "]]" in value or '"' in value or "\n" in value:
+    extra = dict(headers or {})
+    for value in (str(body_path), content_type, accept or "", *extra, *extra.values()):
+        if "]]" in value or '"' in value or "\n" in value or "\\" in value:
             raise ValueError(f"cannot embed {value!r} in a Lua script")
     path.write_text(
         _SCRIPT.format(
             body_path=body_path,
             content_type=content_type,
             accept=accept or content_type,
+            headers="".join(f'wrk.headers["{k}"] = "{v}"\n' for k, v in extra.items()),
             marker=RESULT_MARKER,
         ),
         encoding="utf-8",
