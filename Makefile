@@ -66,7 +66,7 @@ docker-test: $(STAMP)
 	bash scripts/docker-test.sh
 
 # Throughput and latency against a no-op and a straightforward FastAPI app, driven by wrk
-# (installed with apt-get if missing); about 2 minutes. Not part of `make test`.
+# (installed with apt-get if missing); about 8 minutes. Not part of `make test`.
 # BENCH_ARGS passes options, e.g. make bench BENCH_ARGS="--duration 5 --strict".
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
