@@ -126,15 +126,6 @@ class DataPlane:
         """The versions of repository model ``name`` (empty if unknown)."""
         return sorted(self._repository().models.get(name, {}))
 
-    def oip_names(self) -> list[tuple[str, ServedModel, Signature]]:
-        """Every Open Inference Protocol model: (name, newest version, signature)."""
-        repository = self._repository()
-        return [
-            (name + signature.suffix, repository.newest(name), signature)
-            for name in sorted(repository.models)
-            for signature in (AUTOENCODER, DECODER)
-        ]
-
     # -- inference -------------------------------------------------------------------------
 
     def infer(

@@ -9,9 +9,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from service.dependencies import dataplane_of
-from service.operations import Signature
 from service.protocols.oip import DATATYPES
-from service.repository import ServedModel
 from service.schemas import (
     OipError,
     OipLive,
@@ -60,13 +58,14 @@ async def ready(request: Request) -> OipReady:
     return OipReady(ready=True)
 
 
-def _metadata(
-    name: str, served: ServedModel, signature: Signature, versions: list[str]
-) -> OipModelMetadata:
+def _metadata(request: Request, name: str, version: str | None) -> OipModelMetadata:
+    """Metadata of OIP model ``name`` at ``version`` (the newest when None)."""
+    dataplane = dataplane_of(request)
+    served, signature = dataplane.resolve(name, version)
     datatype = _DATATYPE[served.model.dtype.itemsize]
     return OipModelMetadata(
         name=name,
-        versions=versions,
+        versions=dataplane.versions(served.name),
         platform="digitcode_numpy",
         inputs=[
             OipTensorMetadata(
@@ -90,9 +89,7 @@ def _metadata(
     summary="Model metadata (the newest version)",
 )
 async def model_metadata(request: Request, model_name: str) -> OipModelMetadata:
-    dataplane = dataplane_of(request)
-    served, signature = dataplane.resolve(model_name, None)
-    return _metadata(model_name, served, signature, dataplane.versions(served.name))
+    return _metadata(request, model_name, None)
 
 
 @router.get(
@@ -104,9 +101,7 @@ async def model_metadata(request: Request, model_name: str) -> OipModelMetadata:
 async def model_version_metadata(
     request: Request, model_name: str, model_version: str
 ) -> OipModelMetadata:
-    dataplane = dataplane_of(request)
-    served, signature = dataplane.resolve(model_name, model_version)
-    return _metadata(model_name, served, signature, dataplane.versions(served.name))
+    return _metadata(request, model_name, model_version)
 
 
 @router.get(
