@@ -36,12 +36,12 @@ pytest: $(STAMP)
 
 # Rebuild the committed default model from the UCI training file.
 train: $(STAMP)
-	$(BIN)/python -m training.train --train ../shared/data/optdigits.tra --out models/default
+	$(BIN)/python -m training.train --train data/optdigits.tra --out models/default
 
 # The committed evaluation report (docs/evaluation) for the committed default model.
 evaluate: $(STAMP)
 	$(BIN)/python -m training.evaluate --model models/default \
-		--train ../shared/data/optdigits.tra --test ../shared/data/optdigits.tes --out docs/evaluation
+		--train data/optdigits.tra --test data/optdigits.tes --out docs/evaluation
 
 # Re-resolve the lock files after changing dependencies in pyproject.toml.
 lock: | $(BIN)/python

@@ -91,7 +91,7 @@ __all__ = ["Workload", "load_rows", "main", "oip_bodies", "reference_answers", "
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL_DIR = Path("models/default")  # relative to ROOT, where the servers run
-TEST_FILE = ROOT.parent / "shared" / "data" / "optdigits.tes"
+TEST_FILE = ROOT / "data" / "optdigits.tes"
 DEFAULT_JSON = ROOT / "benchmarks" / "results" / "latest.json"
 
 

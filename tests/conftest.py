@@ -28,7 +28,7 @@ from training.train import mlp_to_artifact
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL = ROOT / "models" / "default"
-SHARED_DATA = ROOT.parent / "shared" / "data"
+DATA = ROOT / "data"  # the committed UCI files
 
 
 def synthetic_digits(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

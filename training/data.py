@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,8 @@ from numpy.typing import NDArray
 from service.artifact import N_FEATURES, PIXEL_MAX
 
 __all__ = [
+    "DATA_DIR",
+    "OPTDIGITS_SHA256",
     "DataError",
     "fit_minmax",
     "load_optdigits",
@@ -18,8 +21,28 @@ __all__ = [
 ]
 
 
+# The UCI files, committed in data/ with their provenance (data/README.md).
+DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+OPTDIGITS_SHA256 = {
+    "optdigits.tra": "e1b683cc211604fe8fd8c4417e6a69f31380e0c61d4af22e93cc21e9257ffedd",
+    "optdigits.tes": "6ebb3d2fee246a4e99363262ddf8a00a3c41bee6014c373ed9d9216ba7f651b8",
+}
+
+
 class DataError(ValueError):
     """A data file is missing or not in the optdigits format."""
+
+
+def _check_sha256(path: Path) -> None:
+    expected = OPTDIGITS_SHA256.get(path.name)
+    if expected is None:
+        return
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    if digest != expected:
+        raise DataError(
+            f"{path}: sha256 {digest[:12]}… is not the UCI file's {expected[:12]}… "
+            "(changed or corrupted; see data/README.md)"
+        )
 
 
 def load_optdigits(path: Path | str) -> tuple[NDArray[np.float64], NDArray[np.int64]]:
@@ -28,7 +51,8 @@ def load_optdigits(path: Path | str) -> tuple[NDArray[np.float64], NDArray[np.in
     Parameters
     ----------
     path : path
-        A file of comma-separated integer rows: 64 pixels in 0..16, then the label 0..9.
+        A file of comma-separated integer rows: 64 pixels in 0..16, then the label 0..9. A
+        file named ``optdigits.tra`` or ``optdigits.tes`` must be the UCI file (sha256).
 
     Returns
     -------
@@ -39,6 +63,7 @@ def load_optdigits(path: Path | str) -> tuple[NDArray[np.float64], NDArray[np.in
     """
     path = Path(path)
     try:
+        _check_sha256(path)
         data = np.loadtxt(path, delimiter=",", dtype=np.float64, ndmin=2)
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None

@@ -3,7 +3,7 @@
 Usage::
 
     python -m training.evaluate --model models/default \\
-        --train ../shared/data/optdigits.tra --test ../shared/data/optdigits.tes \\
+        --train data/optdigits.tra --test data/optdigits.tes \\
         --out docs/evaluation
 
 Every number is in the scaled [0, 1] units of the model's own scaler (fitted on the training

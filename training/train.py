@@ -2,7 +2,7 @@
 
 Usage::
 
-    python -m training.train --train ../shared/data/optdigits.tra --out models/default
+    python -m training.train --train data/optdigits.tra --out models/default
 """
 
 from __future__ import annotations

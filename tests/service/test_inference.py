@@ -3,7 +3,6 @@
 import re
 
 import numpy as np
-import pytest
 
 
 def test_encode_matches_model(client, default_model, sample_rows):
@@ -59,11 +58,9 @@ def test_reconstruct_equals_decode_of_encode(client, sample_rows):
 
 
 def test_reconstruct_error_flags_a_scribble(client, default_model):
-    from tests.conftest import SHARED_DATA
+    from tests.conftest import DATA
 
-    path = SHARED_DATA / "optdigits.tes"
-    if not path.exists():
-        pytest.skip(f"{path} not present")
+    path = DATA / "optdigits.tes"
     digit = np.loadtxt(path, delimiter=",", max_rows=1)[:64]
     scribble = np.zeros(64)
     scribble[::3] = 16  # stripes: nothing like a digit

@@ -101,11 +101,9 @@ def test_scaling_clips_unseen_values_and_survives_constant_pixels(tiny_model_dir
 
 
 def test_noise_scores_far_above_real_digits(default_model):
-    from tests.conftest import SHARED_DATA
+    from tests.conftest import DATA
 
-    path = SHARED_DATA / "optdigits.tes"
-    if not path.exists():
-        pytest.skip(f"{path} not present")
+    path = DATA / "optdigits.tes"
     digits = np.loadtxt(path, delimiter=",")[:200, :64]
     noise = np.random.default_rng(0).integers(0, 17, size=(200, 64)).astype(float)
     _, digit_err = default_model.reconstruct(digits)

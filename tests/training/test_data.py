@@ -1,3 +1,5 @@
+import hashlib
+
 import numpy as np
 import pytest
 
@@ -43,3 +45,30 @@ def test_minmax_maps_training_range_to_unit_interval():
     Xs = (X - lo) * scale
     np.testing.assert_array_equal(Xs.min(axis=0), [0.0, 0.0, 0.0])
     np.testing.assert_array_equal(Xs.max(axis=0), [1.0, 0.0, 1.0])
+
+
+def test_the_committed_uci_files_are_the_documented_ones():
+    from tests.conftest import DATA
+    from training.data import DATA_DIR, OPTDIGITS_SHA256
+
+    assert DATA_DIR == DATA
+    readme = (DATA / "README.md").read_text()
+    for name, rows in (("optdigits.tra", 3823), ("optdigits.tes", 1797)):
+        digest = hashlib.sha256((DATA / name).read_bytes()).hexdigest()
+        assert digest == OPTDIGITS_SHA256[name]
+        assert f"| {name} | {rows} | {digest} |" in readme
+        X, y = load_optdigits(DATA / name)
+        assert X.shape == (rows, 64) and set(y.tolist()) == set(range(10))
+
+
+def test_a_changed_uci_file_is_refused(tmp_path):
+    from tests.conftest import DATA
+
+    changed = tmp_path / "optdigits.tes"
+    text = (DATA / "optdigits.tes").read_text()
+    changed.write_text(text.replace("0,", "1,", 1))  # still valid optdigits rows
+    with pytest.raises(DataError, match=r"sha256 \w+… is not the UCI file.s"):
+        load_optdigits(changed)
+    renamed = tmp_path / "other.csv"  # other names are not checked
+    renamed.write_text(text.replace("0,", "1,", 1))
+    assert load_optdigits(renamed)[0].shape == (1797, 64)
