@@ -64,16 +64,32 @@ Array = NDArray[np.float64]
 
 @dataclass(frozen=True)
 class MatrixSpec:
-    """An input: ``key`` rows of ``width`` numbers in [lo, hi]; ``model`` checks its JSON."""
+    """An input: ``key`` rows of ``width`` numbers in [lo, hi]; ``model`` checks its JSON.
+
+    ``hint`` explains a common mistake: ``(max_seen, text)`` adds ``text`` to a range error
+    when every value lies in [lo, max_seen].
+    """
 
     key: str
     width: int
     lo: float
     hi: float
     model: type[BaseModel]
+    hint: tuple[float, str] | None = None
 
 
-VECTORS = MatrixSpec("vectors", N_FEATURES, *PIXEL_RANGE, EncodeRequest)
+VECTORS = MatrixSpec(
+    "vectors",
+    N_FEATURES,
+    *PIXEL_RANGE,
+    EncodeRequest,
+    hint=(
+        255.0,
+        "these look like 8-bit pixels (0..255): the model takes optdigits counts, 0..16 "
+        "(the number of set pixels in each 4x4 block of a 32x32 bitmap; 0..255 pixels "
+        "divided by 16 are close)",
+    ),
+)
 CODES = MatrixSpec("latent", 2, *LATENT_RANGE, DecodeRequest)
 
 
@@ -96,7 +112,10 @@ def check_values(X: Array, spec: MatrixSpec, loc: list[str | int]) -> None:
     row, col = (int(i) for i in np.argwhere(bad)[0])
     value = float(X[row, col])
     what = "is not finite" if not np.isfinite(value) else f"is outside [{spec.lo:g}, {spec.hi:g}]"
-    raise RequestError.one(422, [*loc, row, col], f"Value {value!r} {what}", "value_error")
+    msg = f"Value {value!r} {what}"
+    if spec.hint is not None and X.min() >= spec.lo and X.max() <= spec.hint[0]:
+        msg = f"{msg}: {spec.hint[1]}"
+    raise RequestError.one(422, [*loc, row, col], msg, "value_error")
 
 
 @dataclass(frozen=True)

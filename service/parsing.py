@@ -144,7 +144,10 @@ def parse_json(body: bytes, spec: MatrixSpec, max_rows: int) -> NDArray[np.float
     try:
         obj = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        raise RequestError.one(422, ["body"], f"Invalid JSON: {exc}", "json_invalid") from None
+        msg = f"Invalid JSON: {exc}"
+        if body.startswith(_NPY_MAGIC):
+            msg = f"{msg}. The body is a .npy file: send it with Content-Type: {NPY_TYPE}"
+        raise RequestError.one(422, ["body"], msg, "json_invalid") from None
     if type(obj) is dict and type(obj.get(spec.key)) is list and len(obj[spec.key]) > max_rows:
         raise too_many_rows(len(obj[spec.key]), max_rows, ["body", spec.key])
     try:

@@ -1,7 +1,9 @@
 """A matrix of bad inputs: each gets a 4xx JSON answer naming what is wrong and where."""
 
+import io
 import json
 
+import numpy as np
 import pytest
 
 GOOD = [1.0] * 64
@@ -163,3 +165,42 @@ def test_error_list_is_capped(client, settings):
 def test_wrong_method_and_path(client):
     assert client.get("/encode").status_code == 405
     assert client.post("/nowhere", json={}).status_code == 404
+
+
+def test_the_same_range_mistake_reads_the_same_on_every_transport(client):
+    # 8-bit pixels (0..255) instead of optdigits counts (0..16): a hint says so.
+    rows = np.tile(np.arange(64) * 4.0, (3, 1))  # 0..252
+    as_json = _post(client, "/encode", json.dumps({"vectors": rows.tolist()}))
+    buffer = io.BytesIO()
+    np.save(buffer, rows)
+    as_npy = _post(client, "/encode", buffer.getvalue(), "application/x-npy")
+    oip = client.post(
+        "/v2/models/digitcode/infer",
+        json={
+            "inputs": [
+                {"name": "vectors", "shape": [3, 64], "datatype": "FP64", "data": rows.tolist()}
+            ]
+        },
+    )
+    (json_item,) = as_json.json()["detail"]
+    (npy_item,) = as_npy.json()["detail"]
+    assert json_item["msg"] == npy_item["msg"]
+    assert json_item["msg"].startswith("Value 20.0 is outside [0, 16]: these look like 8-bit")
+    assert (json_item["loc"], npy_item["loc"]) == (["body", "vectors", 0, 5], ["body", 0, 5])
+    assert oip.status_code == 400 and json_item["msg"] in oip.json()["error"]
+
+
+def test_no_8_bit_hint_for_other_mistakes(client):
+    rows = np.full((1, 64), 300.0)  # beyond 8-bit too
+    msg = _post(client, "/encode", json.dumps({"vectors": rows.tolist()})).json()["detail"][0]
+    assert msg["msg"] == "Value 300.0 is outside [0, 16]"
+    codes = {"latent": [[2e6, 0.0]]}
+    assert "8-bit" not in _post(client, "/decode", json.dumps(codes)).text
+
+
+def test_npy_bytes_sent_as_json_get_a_hint(client):
+    buffer = io.BytesIO()
+    np.save(buffer, np.ones((1, 64)))
+    response = _post(client, "/encode", buffer.getvalue(), "application/json")
+    assert response.status_code == 422
+    assert "send it with Content-Type: application/x-npy" in response.json()["detail"][0]["msg"]
