@@ -11,7 +11,7 @@
 # The only case that is skipped (exit 0) is a dockerd that cannot start on this machine.
 #
 # Environment knobs: PYTHON (default .venv/bin/python), DIGITCODE_TEST_DATA (default
-# ../shared/data/optdigits.tes).
+# data/optdigits.tes).
 set -euo pipefail
 
 IMAGE=digitcode:test
@@ -22,7 +22,7 @@ SUITE=bookworm
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 REPO_ROOT=$(pwd)
 PYTHON=${PYTHON:-$REPO_ROOT/.venv/bin/python}
-DATA_FILE=${DIGITCODE_TEST_DATA:-$REPO_ROOT/../shared/data/optdigits.tes}
+DATA_FILE=${DIGITCODE_TEST_DATA:-$REPO_ROOT/data/optdigits.tes}
 
 START_TIME=$(date +%s)
 TMP=""              # temporary directory (dockerd state, rootfs, scratch files)
