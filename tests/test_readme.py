@@ -23,3 +23,21 @@ def test_every_metric_is_in_the_observability_section():
     for name in names:
         assert f"`{name}`" in section, name
     assert observability.REQUEST_ID_HEADER in README
+
+
+def test_the_curl_example_answers_what_the_readme_shows():
+    import json
+
+    import numpy as np
+    from fastapi.testclient import TestClient
+
+    from service.app import create_app
+    from service.settings import Settings
+    from tests.conftest import DATA, DEFAULT_MODEL
+
+    shown = re.search(r"# (\{\"latent\":\[\[.*?\]\]\})", README)
+    assert shown is not None
+    row = np.loadtxt(DATA / "optdigits.tes", delimiter=",", max_rows=1)[:64]
+    with TestClient(create_app(Settings(model_dir=DEFAULT_MODEL))) as client:
+        answer = client.post("/encode", json={"vectors": [row.tolist()]})
+    assert answer.content == json.dumps(json.loads(shown[1]), separators=(",", ":")).encode()
