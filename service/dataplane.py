@@ -21,13 +21,12 @@ from service.errors import RequestError
 from service.observability import set_model_info
 from service.operations import (
     AUTOENCODER,
-    DECODER,
-    DECODER_SUFFIX,
+    SIGNATURES,
     Signature,
     check_values,
     too_many_rows,
 )
-from service.repository import Repository, ServedModel, load_repository
+from service.repository import Repository, ServedModel, load_repository, version_order
 
 __all__ = ["DataPlane", "Inference"]
 
@@ -108,23 +107,36 @@ class DataPlane:
         return self._repository().get(None)
 
     def resolve(self, name: str, version: str | None) -> tuple[ServedModel, Signature]:
-        """The Open Inference Protocol model ``name``: ``<model>`` or ``<model>-decoder``.
+        """The Open Inference Protocol model ``name``: a repository model plus a signature's
+        suffix (``<model>`` for the autoencoder, ``<model>-decoder`` for the decoder).
+
+        Parameters
+        ----------
+        name : str
+            The OIP model name, as in the URL.
+        version : str or None
+            The version; None for the newest.
+
+        Returns
+        -------
+        served : ServedModel
+        signature : Signature
 
         Raises
         ------
         RequestError
-            404 for an unknown model or version.
+            404 naming the unknown model or version as the request named it.
         """
         repository = self._repository()
-        if name not in repository.models and name.endswith(DECODER_SUFFIX):
-            base = name[: -len(DECODER_SUFFIX)]
-            if base in repository.models:
-                return repository.get(base, version), DECODER
-        return repository.get(name, version), AUTOENCODER
+        for signature in SIGNATURES:
+            base = name.removesuffix(signature.suffix) if signature.suffix else name
+            if (not signature.suffix or base != name) and base in repository.models:
+                return repository.get(base, version, label=name), signature
+        return repository.get(name, version), AUTOENCODER  # 404 naming it
 
     def versions(self, name: str) -> list[str]:
         """The versions of repository model ``name`` (empty if unknown)."""
-        return sorted(self._repository().models.get(name, {}))
+        return sorted(self._repository().models.get(name, {}), key=version_order)
 
     # -- inference -------------------------------------------------------------------------
 

@@ -58,8 +58,8 @@ class InferenceEndpoints:
             await self.app(scope, receive, send)
             return
         if scope["method"] != "POST":
-            error = RequestError(405, "Method Not Allowed: use POST", {"Allow": "POST"})
-            await send_error(send, error, error_style(scope["path"]))
+            not_allowed = RequestError(405, "Method Not Allowed", {"Allow": "POST"})
+            await send_error(send, not_allowed, error_style(scope["path"]))
             return
         headers: Headers = {}
         for name, value in scope["headers"]:
@@ -71,10 +71,15 @@ class InferenceEndpoints:
                 _chunks(receive), headers.get(b"content-length"), self.body_limit
             )
 
+        error: RequestError | None = None
         try:
             answer = await handler(self.dataplane, headers, read_body)
         except RequestError as exc:
-            await send_error(send, exc, error_style(scope["path"]))
+            # Answered below, without the traceback: its frames may hold a parser's document,
+            # which must not outlive the request while the answer is being sent.
+            error = exc.with_traceback(None)
+        if error is not None:
+            await send_error(send, error, error_style(scope["path"]))
             return
         state = scope.setdefault("state", {})
         state["served"] = answer.inference.served
@@ -119,7 +124,12 @@ async def read_limited(
     Checked against Content-Length before reading and again while streaming, so an oversized
     body is never buffered in full.
     """
-    if declared_length is not None and declared_length.isdigit() and int(declared_length) > limit:
+    if (
+        declared_length is not None
+        and declared_length.isascii()
+        and declared_length.isdigit()
+        and int(declared_length) > limit
+    ):
         raise _too_large(limit)
     parts: list[bytes] = []
     size = 0

@@ -48,6 +48,7 @@ __all__ = [
     "NATIVE",
     "OIP_INFER",
     "PROBE_PATHS",
+    "SIGNATURES",
     "VECTORS",
     "MatrixSpec",
     "NativeOperation",
@@ -181,6 +182,8 @@ DECODER = Signature(
     (Output("vectors", N_FEATURES, "The pixel vector decoded from each code."),),
     _decoder,
 )
+# Every repository model <name> is served as the OIP models <name> + suffix, one per signature.
+SIGNATURES = (AUTOENCODER, DECODER)
 
 
 @dataclass(frozen=True)
@@ -238,7 +241,7 @@ NATIVE: dict[str, NativeOperation] = {
 
 # POST /v2/models/{model}[/versions/{version}]/infer
 OIP_INFER = re.compile(r"/v2/models/(?P<model>[^/]+)(?:/versions/(?P<version>[^/]+))?/infer")
-_OIP_MODEL = re.compile(r"/v2/models/[^/]+(?:/versions/[^/]+)?(?P<rest>/ready|/infer)?")
+_OIP_MODEL = re.compile(r"/v2/models/[^/]+(?P<versioned>/versions/[^/]+)?(?P<rest>/ready|/infer)?")
 
 # Orchestrators must reach these without credentials, and even when the service is saturated.
 PROBE_PATHS = frozenset({"/healthz", "/readyz", "/v2/health/live", "/v2/health/ready"})
@@ -255,6 +258,5 @@ def endpoint_label(path: str) -> str:
     match = _OIP_MODEL.fullmatch(path)
     if match is None:
         return "other"
-    versioned = "/versions/" in path
-    base = "/v2/models/{model}" + ("/versions/{version}" if versioned else "")
+    base = "/v2/models/{model}" + ("/versions/{version}" if match["versioned"] else "")
     return base + (match["rest"] or "")

@@ -24,12 +24,15 @@ from pathlib import Path
 from service.artifact import MANIFEST_FILE, ArtifactError
 from service.errors import RequestError
 from service.model import Autoencoder
+from service.operations import SIGNATURES
 
-__all__ = ["SINGLE_MODEL_NAME", "Repository", "ServedModel", "load_repository"]
+__all__ = ["SINGLE_MODEL_NAME", "Repository", "ServedModel", "load_repository", "version_order"]
 
 SINGLE_MODEL_NAME = "digitcode"
 # Model and version names appear in URLs, metric labels and log lines: keep them plain.
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+# <name> + suffix is how the OIP names each model's other signatures (service.operations).
+_RESERVED_SUFFIXES = tuple(s.suffix for s in SIGNATURES if s.suffix)
 
 
 @dataclass(frozen=True)
@@ -63,7 +66,7 @@ class Repository:
 
     def __post_init__(self) -> None:
         newest = {
-            name: max(versions.values(), key=lambda m: (m.created_at, m.version))
+            name: max(versions.values(), key=lambda m: (m.created_at, version_order(m.version)))
             for name, versions in self.models.items()
         }
         object.__setattr__(self, "_newest", newest)  # frozen: computed once, read per request
@@ -72,8 +75,17 @@ class Repository:
         """The newest version of model ``name`` (KeyError if unknown)."""
         return self._newest[name]
 
-    def get(self, name: str | None, version: str | None = None) -> ServedModel:
+    def get(
+        self, name: str | None, version: str | None = None, label: str | None = None
+    ) -> ServedModel:
         """The model ``name`` (default: the native one) at ``version`` (default: newest).
+
+        Parameters
+        ----------
+        name : str or None
+        version : str or None
+        label : str, optional
+            The name the request used, for the error message (e.g. ``<name>-decoder``).
 
         Raises
         ------
@@ -93,7 +105,8 @@ class Repository:
         if found is None:
             known = ", ".join(sorted(versions))
             raise RequestError(
-                404, f"Unknown version {version!r} of model {name!r} (versions: {known})"
+                404,
+                f"Unknown version {version!r} of model {label or name!r} (versions: {known})",
             )
         return found
 
@@ -101,6 +114,11 @@ class Repository:
         for name in sorted(self.models):
             for version in sorted(self.models[name]):
                 yield self.models[name][version]
+
+
+def version_order(version: str) -> tuple[int, int, str]:
+    """Sort key for version names: numbers by value (``9`` before ``10``), then the others."""
+    return (0, int(version), "") if version.isdigit() else (1, 0, version)
 
 
 def _versions_of(model_dir: Path) -> Iterator[Path]:
@@ -131,11 +149,33 @@ def load_repository(
     path = Path(path)
     if (path / MANIFEST_FILE).is_file() or not path.is_dir():
         model = Autoencoder.from_dir(path)  # raises with the file and the problem
+        if default != SINGLE_MODEL_NAME:
+            raise ArtifactError(
+                f"{path}: one artifact, served as the model {SINGLE_MODEL_NAME!r}, but the "
+                f"default model (DIGITCODE_DEFAULT_MODEL) is {default!r}: point "
+                "DIGITCODE_MODEL_DIR at a repository that has it, or leave the setting out"
+            )
         served = ServedModel(SINGLE_MODEL_NAME, model.version, model, path)
         return Repository({SINGLE_MODEL_NAME: {model.version: served}}, SINGLE_MODEL_NAME), []
     models: dict[str, dict[str, ServedModel]] = {}
     refused: list[ArtifactError] = []
     for model_dir in _versions_of(path):
+        if (model_dir / MANIFEST_FILE).is_file():
+            refused.append(
+                ArtifactError(
+                    f"{model_dir}: an artifact directly in a model directory; put it in a "
+                    f"version directory, {model_dir}/<version>/"
+                )
+            )
+            continue
+        if model_dir.name.endswith(_RESERVED_SUFFIXES):
+            refused.append(
+                ArtifactError(
+                    f"{model_dir}: a model name may not end in "
+                    f"{' or '.join(_RESERVED_SUFFIXES)} (its decoder is served under that name)"
+                )
+            )
+            continue
         for version_dir in _versions_of(model_dir):
             name, version = model_dir.name, version_dir.name
             if not (_NAME.fullmatch(name) and _NAME.fullmatch(version)):

@@ -92,6 +92,8 @@ def _read_input(element: Any, i: int) -> _Input:
     size = _parameters(element.get("parameters"), *loc).get("binary_data_size")
     if size is not None and (type(size) is not int or size < 0):
         raise _bad("binary_data_size must be a non-negative integer", *loc, "parameters")
+    if size is not None and element.get("data") is not None:
+        raise _bad("give data or binary_data_size, not both", *loc)
     data: NDArray[np.float64] | None = None
     data_error = None
     rows = row_length = None
@@ -128,42 +130,62 @@ def _read_outputs(value: Any) -> list[tuple[str, bool | None]] | None:
         binary = _parameters(element.get("parameters"), "outputs", i).get("binary_data")
         if binary is not None and type(binary) is not bool:
             raise _bad("binary_data must be true or false", "outputs", i, "parameters")
-        outputs.append((str(element.get("name")), binary))
+        name = str(element.get("name"))
+        if any(name == seen for seen, _ in outputs):
+            raise _bad(f"output {name!r} is asked for more than once", "outputs", i)
+        outputs.append((name, binary))
     return outputs
 
 
-def _read_request(header: bytes) -> _Request:
-    """The JSON part of a request, with the tensors' JSON data copied out as float64."""
+def _read_request(header: bytes, has_binary: bool) -> _Request:
+    """The JSON part of a request, with the tensors' JSON data copied out as float64.
+
+    Nothing of the parser's document may outlive this call (the thread's parser refuses to
+    parse the next request while it does): errors are raised afresh, without the traceback
+    whose frames hold parts of the document.
+    """
     try:
         doc = json_parser().parse(header)
     except ValueError as exc:
-        raise _bad(f"Invalid JSON: {exc}", "body") from None
+        hint = "" if has_binary else f" (binary tensor data needs the {HEADER_LENGTH} header)"
+        raise _bad(f"Invalid JSON: {exc}{hint}", "body") from None
     except RuntimeError as exc:  # e.g. integers beyond 64 bits
         drop_json_parser()
         raise _bad(f"Cannot read the JSON: {exc}", "body") from None
+    error: RequestError | None = None
     try:
-        if not isinstance(doc, simdjson.Object):
-            raise _bad("the request must be a JSON object", "body")
-        request_id = doc.get("id")
-        if request_id is not None and not isinstance(request_id, str):
-            raise _bad("id must be a string", "id")
-        binary_output = _parameters(doc.get("parameters")).get("binary_data_output", False)
-        if type(binary_output) is not bool:
-            raise _bad("binary_data_output must be true or false", "parameters")
-        inputs = doc.get("inputs")
-        if not isinstance(inputs, simdjson.Array) or len(inputs) == 0:
-            raise _bad("inputs must be a non-empty list", "inputs")
-        read = [_read_input(element, i) for i, element in enumerate(inputs)]
-        outputs = _read_outputs(doc.get("outputs"))
-        return _Request(request_id, read, outputs, binary_output)
+        return _read_document(doc)
+    except RequestError as exc:
+        error = RequestError(exc.status_code, exc.detail)
     finally:
         del doc
+    assert error is not None
+    raise error
+
+
+def _read_document(doc: Any) -> _Request:
+    if not isinstance(doc, simdjson.Object):
+        raise _bad("the request must be a JSON object", "body")
+    request_id = doc.get("id")
+    if request_id is not None and not isinstance(request_id, str):
+        raise _bad("id must be a string", "id")
+    binary_output = _parameters(doc.get("parameters")).get("binary_data_output", False)
+    if type(binary_output) is not bool:
+        raise _bad("binary_data_output must be true or false", "parameters")
+    inputs = doc.get("inputs")
+    if not isinstance(inputs, simdjson.Array) or len(inputs) == 0:
+        raise _bad("inputs must be a non-empty list", "inputs")
+    read = [_read_input(element, i) for i, element in enumerate(inputs)]
+    outputs = _read_outputs(doc.get("outputs"))
+    return _Request(request_id, read, outputs, binary_output)
 
 
 def _split(body: bytes, header_length: str | None) -> tuple[bytes, memoryview]:
     if header_length is None:
         return body, memoryview(b"")
-    if not header_length.isdigit() or not 0 < int(header_length) <= len(body):
+    if not (header_length.isascii() and header_length.isdigit()) or not (
+        0 < int(header_length) <= len(body)
+    ):
         raise _bad(
             f"{HEADER_LENGTH} must be a length within the body's {len(body)} bytes "
             f"(got {header_length!r})",
@@ -175,7 +197,7 @@ def _split(body: bytes, header_length: str | None) -> tuple[bytes, memoryview]:
 
 
 def _tensor(
-    item: _Input, signature: Signature, binary: memoryview, offset: int, max_rows: int
+    item: _Input, signature: Signature, binary: memoryview, max_rows: int
 ) -> tuple[NDArray[np.float64], np.dtype[Any], int]:
     """The input's array (float32 or float64 as sent), its dtype, and the binary bytes used."""
     spec = signature.input
@@ -215,14 +237,14 @@ def _tensor(
             *loc,
             "parameters",
         )
-    if offset + expected > len(binary):
+    if expected > len(binary):
         raise _bad(
-            f"the body holds {len(binary) - offset} bytes of binary data for this input, "
+            f"the body holds {len(binary)} bytes of binary data for this input, "
             f"binary_data_size says {expected}",
             *loc,
             "parameters",
         )
-    array = np.frombuffer(binary, dtype=dtype, count=count, offset=offset)
+    array = np.frombuffer(binary, dtype=dtype, count=count)
     return array.reshape(n, spec.width), dtype, expected
 
 
@@ -236,18 +258,18 @@ async def serve(
     """Serve one ``infer`` request of the Open Inference Protocol."""
     served, signature = dataplane.resolve(model_name, version)
     body = await read_body()
-    header, binary = _split(body, headers.get(_HEADER_LENGTH_KEY))
-    request = _read_request(header)
-    known = {signature.input.key}
+    header_length = headers.get(_HEADER_LENGTH_KEY)
+    header, binary = _split(body, header_length)
+    request = _read_request(header, header_length is not None)
     for item in request.inputs:
-        if item.name not in known:
+        if item.name != signature.input.key:
             raise _bad(
                 f"model {model_name!r} has one input, {signature.input.key!r}; got {item.name!r}",
                 "inputs",
             )
     if len(request.inputs) != 1:
         raise _bad(f"input {signature.input.key!r} is given more than once", "inputs")
-    X, dtype, used = _tensor(request.inputs[0], signature, binary, 0, dataplane.max_batch)
+    X, dtype, used = _tensor(request.inputs[0], signature, binary, dataplane.max_batch)
     if used != len(binary):
         raise _bad(
             f"the body has {len(binary) - used} bytes after the tensors' binary data", "body"
@@ -256,7 +278,7 @@ async def serve(
     if request.outputs is None:
         asked = [(o.name, None) for o in signature.outputs]
     else:
-        asked = list(dict(request.outputs).items())  # repeated names: once, the last settings
+        asked = request.outputs
         for name, _ in asked:
             if name not in signature.output_names:
                 names = ", ".join(o.name for o in signature.outputs)

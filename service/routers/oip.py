@@ -62,6 +62,7 @@ def _metadata(request: Request, name: str, version: str | None) -> OipModelMetad
     """Metadata of OIP model ``name`` at ``version`` (the newest when None)."""
     dataplane = dataplane_of(request)
     served, signature = dataplane.resolve(name, version)
+    request.state.served = served  # X-Model-Version, metrics: the model asked about
     datatype = _DATATYPE[served.model.dtype.itemsize]
     return OipModelMetadata(
         name=name,
@@ -78,7 +79,7 @@ def _metadata(request: Request, name: str, version: str | None) -> OipModelMetad
             )
             for o in signature.outputs
         ],
-        parameters={"model_version": served.version, "input_datatypes": "FP32,FP64"},
+        parameters={"model_version": served.version, "input_datatypes": ",".join(DATATYPES)},
     )
 
 
@@ -111,7 +112,7 @@ async def model_version_metadata(
     summary="Model ready (the newest version)",
 )
 async def model_ready(request: Request, model_name: str) -> OipModelReady:
-    dataplane_of(request).resolve(model_name, None)
+    request.state.served = dataplane_of(request).resolve(model_name, None)[0]
     return OipModelReady(name=model_name, ready=True)
 
 
@@ -124,5 +125,5 @@ async def model_ready(request: Request, model_name: str) -> OipModelReady:
 async def model_version_ready(
     request: Request, model_name: str, model_version: str
 ) -> OipModelReady:
-    dataplane_of(request).resolve(model_name, model_version)
+    request.state.served = dataplane_of(request).resolve(model_name, model_version)[0]
     return OipModelReady(name=model_name, ready=True)

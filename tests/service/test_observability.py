@@ -133,3 +133,15 @@ def test_two_workers_share_metrics_and_log_json_lines(default_model):
     assert server.returncode == 0
     started = [line for line in lines if line["message"].startswith("serving models")]
     assert len(started) == 2  # each worker loaded the model
+
+
+def test_oip_labels_use_templates_whatever_the_model_is_called():
+    from service.operations import endpoint_label
+
+    assert endpoint_label("/v2/models/versions/infer") == "/v2/models/{model}/infer"
+    assert (
+        endpoint_label("/v2/models/versions/versions/versions/ready")
+        == "/v2/models/{model}/versions/{version}/ready"
+    )
+    assert endpoint_label("/v2/models/x") == "/v2/models/{model}"
+    assert endpoint_label("/v2/models/x/y/z") == "other"

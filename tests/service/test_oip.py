@@ -267,6 +267,16 @@ GOOD = np.ones((2, 64))
         ({"inputs": [_input(GOOD)], "outputs": [{"name": "z"}]}, 400, "no output 'z'"),
         ({"inputs": [_input(GOOD)], "outputs": []}, 400, "outputs must be a non-empty list"),
         (
+            {"inputs": [_input(GOOD)], "outputs": [{"name": "latent"}, {"name": "latent"}]},
+            400,
+            "'latent' is asked for more than once",
+        ),
+        (
+            {"inputs": [{**_input(GOOD), "parameters": {"binary_data_size": 512}}]},
+            400,
+            "give data or binary_data_size, not both",
+        ),
+        (
             {"inputs": [{**_input(GOOD), "data": [[1.0] * 32] * 4}]},
             400,
             "flat or 2 rows of 64 numbers",
@@ -297,6 +307,9 @@ def test_binary_errors(client):
     _error(client.post(INFER, content=body + b"xx", headers=headers), 400, "bytes after")
     bad_length = {HEADER_LENGTH: str(len(body) + 1)}
     _error(client.post(INFER, content=body, headers=bad_length), 400, HEADER_LENGTH)
+    superscript = {HEADER_LENGTH: "²".encode("latin-1")}  # isdigit() says yes; int() says no
+    _error(client.post(INFER, content=body, headers=superscript), 400, HEADER_LENGTH)
+    _error(client.post(INFER, content=body), 400, f"needs the {HEADER_LENGTH} header")
     nan = GOOD.copy()
     nan[1, 5] = np.nan
     body, headers = _binary_request(nan)
@@ -321,4 +334,19 @@ def test_body_limit_applies(client, settings):
 
 
 def test_wrong_method_is_405_in_the_protocols_format(client):
-    _error(client.get(INFER), 405, "use POST")
+    response = client.get(INFER)
+    _error(response, 405, "Method Not Allowed")
+    assert response.headers["allow"] == "POST"
+
+
+def test_a_kept_error_does_not_break_the_next_request():
+    # Error trackers (and a slow client's answer still being sent) keep exceptions alive; the
+    # thread's JSON parser must still parse the next request.
+    from service.errors import RequestError
+    from service.protocols.oip import _read_request
+
+    bad = {"inputs": [{**_input(GOOD), "shape": [-1, 64]}]}
+    with pytest.raises(RequestError) as kept:
+        _read_request(orjson.dumps(bad), False)
+    good = _read_request(orjson.dumps({"inputs": [_input(GOOD)]}), False)
+    assert kept.value.status_code == 400 and good.inputs[0].shape == [2, 64]

@@ -111,7 +111,7 @@ def test_the_app_serves_every_version_and_the_native_api_the_newest(repo):
         other = client.post("/v2/models/other/infer", json=body)
         assert other.status_code == 200 and other.json()["model_version"] == "a"
         meta = client.get("/v2/models/digitcode-decoder").json()
-        assert meta["versions"] == ["1", "10", "2"]
+        assert meta["versions"] == ["1", "2", "10"]  # by number
         text = client.get("/metrics").text
         assert (
             'digitcode_vectors_total{endpoint="/v2/models/{model}/versions/{version}/infer",'
@@ -185,3 +185,44 @@ def test_sighup_rereads_the_repository_under_load_without_a_failed_request(repo,
         assert server.poll() is None
     refusals = [line for line in log.read_text().splitlines() if "model refused" in line]
     assert len(refusals) == 1 and "other/b" in refusals[0]
+
+
+def test_names_that_would_shadow_or_hide_are_refused(repo):
+    _version(repo, "digitcode-decoder", "1", 0.0, "2026-01-01T00:00:00Z")  # hides a decoder
+    shutil.copytree(repo / "other" / "a", repo / "loose")  # an artifact without a version dir
+    shutil.move(str(repo / "loose"), str(repo / "flat"))
+    repository, refused = load_repository(repo)
+    assert set(repository.models) == {"digitcode", "other"}
+    messages = " ".join(str(e) for e in refused)
+    assert "may not end in -decoder" in messages
+    assert "flat: an artifact directly in a model directory" in messages
+
+
+def test_a_single_artifact_with_another_default_model_is_an_error():
+    with pytest.raises(ArtifactError, match=r"default model .* is 'other'"):
+        load_repository(DEFAULT_MODEL, default="other")
+
+
+def test_numbered_versions_are_ordered_by_number(tmp_path):
+    root = tmp_path / "repo"
+    for version in ("9", "10", "b"):
+        _version(root, "digitcode", version, 0.0, "2026-01-01T00:00:00Z")  # same created_at
+    repository, _ = load_repository(root)
+    assert repository.get(None).version == "b"  # names after numbers
+    del_b = root / "digitcode" / "b"
+    shutil.rmtree(del_b)
+    assert load_repository(root)[0].get(None).version == "10"
+    app = create_app(Settings(model_dir=root))
+    with TestClient(app) as client:
+        assert client.get("/v2/models/digitcode").json()["versions"] == ["9", "10"]
+
+
+def test_oip_answers_name_the_model_asked_for(repo):
+    app = create_app(Settings(model_dir=repo))
+    with TestClient(app) as client:
+        missing = client.get("/v2/models/digitcode-decoder/versions/7")
+        assert missing.status_code == 404
+        assert "of model 'digitcode-decoder'" in missing.json()["error"]
+        meta = client.get("/v2/models/other")
+        assert meta.headers["x-model-version"] == "a"  # not the native model's "2"
+        assert client.get("/v2/models/digitcode/versions/1/ready").headers["x-model-version"] == "1"
