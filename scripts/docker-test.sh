@@ -305,6 +305,11 @@ body=$(curl -sS --noproxy '*' --max-time 5 --fail "$BASE_URL/v2/health/ready")
     || fail "GET /v2/health/ready returned $body"
 info "GET /v2/health/ready -> $body"
 
+# The API docs' assets are package data: they must be in the image, not only in the source tree.
+code=$(curl -sS --noproxy '*' --max-time 5 -o /dev/null -w '%{http_code}' "$BASE_URL/docs/assets/swagger-ui-bundle.js" || true)
+[ "$code" = 200 ] || fail "GET /docs/assets/swagger-ui-bundle.js returned HTTP ${code:-none}: package data missing from the image?"
+info "GET /docs/assets/swagger-ui-bundle.js -> 200"
+
 # ---------------------------------------------------------------------------------------------
 step "POST /encode: container vs in-process app"
 if [ -f "$DATA_FILE" ]; then

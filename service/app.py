@@ -12,9 +12,12 @@ import signal
 import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI, Request, Response
 from fastapi.exception_handlers import http_exception_handler
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.responses import FileResponse, HTMLResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.dataplane import DataPlane
@@ -23,6 +26,13 @@ from service.errors import RequestError, error_style
 from service.middleware import ApiKeyMiddleware, ConcurrencyLimitMiddleware
 from service.observability import ObservabilityMiddleware, configure_logging
 from service.openapi import build_openapi
+from service.operations import (
+    DOCS_ASSETS,
+    DOCS_ASSETS_PREFIX,
+    DOCS_URL,
+    OPENAPI_URL,
+    REDOC_URL,
+)
 from service.repository import Repository
 from service.routers import metrics, oip, probes
 from service.settings import Settings, get_settings
@@ -74,6 +84,71 @@ def _install_sighup(callback: Callable[[], object]) -> bool:
     return True
 
 
+# Swagger UI and ReDoc, vendored with their licenses and sha256 (static/docs/README.md).
+_DOCS_FILES = Path(__file__).resolve().parent / "static" / "docs"
+_DOCS_MEDIA_TYPES = {
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".png": "image/png",
+}
+# The pages reference no other host; this keeps the browser to it for what their scripts would
+# load (ReDoc shows the Redocly logo from a CDN; Swagger UI's validator badge is switched off).
+_DOCS_CSP = "img-src 'self' data: blob:; font-src 'self' data:; connect-src 'self'"
+
+
+def _add_docs(application: FastAPI) -> None:
+    """Swagger UI at ``/docs`` and ReDoc at ``/redoc``, their assets served by this package.
+
+    Everything is loaded from the service (under the ASGI ``root_path``, as FastAPI's own docs
+    are), so the docs work offline. With an API key set, Swagger UI's "Authorize" button takes
+    it (the OpenAPI document declares the ``APIKey`` scheme).
+    """
+
+    def prefix(request: Request) -> str:
+        return str(request.scope.get("root_path", "")).rstrip("/")
+
+    @application.get(DOCS_URL, include_in_schema=False)
+    async def swagger_ui(request: Request) -> HTMLResponse:
+        root = prefix(request)
+        assets = root + DOCS_ASSETS_PREFIX
+        page = get_swagger_ui_html(
+            openapi_url=root + OPENAPI_URL,
+            title=f"{application.title} - Swagger UI",
+            swagger_js_url=assets + "swagger-ui-bundle.js",
+            swagger_css_url=assets + "swagger-ui.css",
+            swagger_favicon_url=assets + "favicon-32x32.png",
+            oauth2_redirect_url=None,
+            # Its default badge would send the schema's URL to validator.swagger.io.
+            swagger_ui_parameters={"validatorUrl": None},
+        )
+        page.headers["Content-Security-Policy"] = _DOCS_CSP
+        return page
+
+    @application.get(REDOC_URL, include_in_schema=False)
+    async def redoc(request: Request) -> HTMLResponse:
+        root = prefix(request)
+        page = get_redoc_html(
+            openapi_url=root + OPENAPI_URL,
+            title=f"{application.title} - ReDoc",
+            redoc_js_url=root + DOCS_ASSETS_PREFIX + "redoc.standalone.js",
+            redoc_favicon_url=root + DOCS_ASSETS_PREFIX + "favicon-32x32.png",
+            with_google_fonts=False,
+        )
+        page.headers["Content-Security-Policy"] = _DOCS_CSP
+        return page
+
+    @application.get(DOCS_ASSETS_PREFIX + "{name}", include_in_schema=False)
+    async def docs_asset(name: str) -> FileResponse:
+        if name not in DOCS_ASSETS:  # only these: not the licenses, never another path
+            raise StarletteHTTPException(404)
+        path = _DOCS_FILES / name
+        return FileResponse(
+            path,
+            media_type=_DOCS_MEDIA_TYPES[path.suffix],
+            headers={"X-Content-Type-Options": "nosniff"},
+        )
+
+
 def create_app(settings: Settings | None = None, repository: Repository | None = None) -> FastAPI:
     """Build the application.
 
@@ -111,6 +186,9 @@ def create_app(settings: Settings | None = None, repository: Repository | None =
         ),
         version="0.1.0",
         lifespan=lifespan,
+        openapi_url=OPENAPI_URL,
+        docs_url=None,  # served by _add_docs, from this package rather than a CDN
+        redoc_url=None,
     )
     application.state.settings = settings
     application.state.dataplane = dataplane
@@ -127,6 +205,7 @@ def create_app(settings: Settings | None = None, repository: Repository | None =
     application.include_router(probes.router)
     application.include_router(oip.router)
     application.include_router(metrics.router)
+    _add_docs(application)
     has_key = settings.api_key is not None
     application.openapi = lambda: build_openapi(application, has_key)  # type: ignore[method-assign]
     return application

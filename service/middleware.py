@@ -1,7 +1,8 @@
 """Pure ASGI middleware (no body buffering): API key and concurrency limit.
 
-Both exempt the probes of :data:`service.operations.PROBE_PATHS` and answer in the path's
-error format (:mod:`service.errors`).
+Both exempt the probes of :data:`service.operations.PROBE_PATHS`; the API key also exempts the
+docs of :data:`service.operations.DOCS_PATHS`. Both answer in the path's error format
+(:mod:`service.errors`).
 """
 
 from __future__ import annotations
@@ -11,15 +12,17 @@ import hmac
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.errors import RequestError, error_style, send_error
-from service.operations import PROBE_PATHS
+from service.operations import DOCS_PATHS, PROBE_PATHS
 
 __all__ = ["API_KEY_HEADER", "ApiKeyMiddleware", "ConcurrencyLimitMiddleware"]
 
 API_KEY_HEADER = "X-API-Key"
+# The probes, and the docs: the page where a browser user enters the key cannot need it.
+_OPEN_PATHS = PROBE_PATHS | DOCS_PATHS
 
 
 class ApiKeyMiddleware:
-    """Requires ``X-API-Key`` on every path except the probes; compares in constant time.
+    """Requires ``X-API-Key`` on every path except the probes and docs; compares in constant time.
 
     The key is never logged or echoed.
     """
@@ -29,7 +32,7 @@ class ApiKeyMiddleware:
         self.key = api_key.encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in PROBE_PATHS:
+        if scope["type"] != "http" or scope["path"] in _OPEN_PATHS:
             await self.app(scope, receive, send)
             return
         given = b""

@@ -45,9 +45,15 @@ __all__ = [
     "CODES",
     "DECODER",
     "DECODER_SUFFIX",
+    "DOCS_ASSETS",
+    "DOCS_ASSETS_PREFIX",
+    "DOCS_PATHS",
+    "DOCS_URL",
     "NATIVE",
     "OIP_INFER",
+    "OPENAPI_URL",
     "PROBE_PATHS",
+    "REDOC_URL",
     "SIGNATURES",
     "VECTORS",
     "MatrixSpec",
@@ -246,6 +252,19 @@ _OIP_MODEL = re.compile(r"/v2/models/[^/]+(?P<versioned>/versions/[^/]+)?(?P<res
 # Orchestrators must reach these without credentials, and even when the service is saturated.
 PROBE_PATHS = frozenset({"/healthz", "/readyz", "/v2/health/live", "/v2/health/ready"})
 _FIXED_PATHS = frozenset({*NATIVE, *PROBE_PATHS, "/model", "/metrics", "/v2"})
+
+# The API docs: the two pages, the schema they read and the assets they load (served from
+# service/static/docs, nothing from another host). Readable without the API key, so that a
+# browser can show them and the user enter the key in Swagger UI; unlike the probes they count
+# towards the concurrency limit.
+DOCS_URL, REDOC_URL, OPENAPI_URL = "/docs", "/redoc", "/openapi.json"
+DOCS_ASSETS_PREFIX = "/docs/assets/"
+DOCS_ASSETS = frozenset(
+    {"swagger-ui-bundle.js", "swagger-ui.css", "favicon-32x32.png", "redoc.standalone.js"}
+)
+DOCS_PATHS = frozenset(
+    {DOCS_URL, REDOC_URL, OPENAPI_URL, *(DOCS_ASSETS_PREFIX + name for name in DOCS_ASSETS)}
+)
 
 
 def endpoint_label(path: str) -> str:

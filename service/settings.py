@@ -39,7 +39,7 @@ class Settings(BaseSettings):
     )
     api_key: SecretStr | None = Field(
         None,
-        description="When set, every endpoint but /healthz and /readyz requires X-API-Key.",
+        description="When set, every endpoint but the probes and the API docs requires X-API-Key.",
     )
     host: str = Field("127.0.0.1", description="Interface `python -m service` binds to.")
     port: int = Field(8000, ge=0, le=65535, description="Port `python -m service` listens on.")
