@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 import numpy as np
@@ -122,9 +123,20 @@ def split_train_validation(
     return X_fit, X_val, y_fit, y_val
 
 
-def portable_path(path: Path) -> str:
-    """A path fit for a manifest or report: as given if relative, else just its name.
+def portable_path(path: Path | str, cwd: Path | str | None = None) -> str:
+    """A path fit for a manifest or report: one that names the same file when run again.
 
-    Records how to rebuild without leaking this machine's directory layout.
+    A path inside the current directory (``cwd``, default :func:`Path.cwd`) is recorded relative
+    to it, however it was given (``/work/repo/models/x`` and ``./models/x`` both give
+    ``models/x``), so a command recorded in a checkout rebuilds in any other checkout without
+    naming this machine's directories. A path outside it is recorded as given: shortening it to
+    its name would name a different file.
     """
-    return path.name if path.is_absolute() else path.as_posix()
+    path = Path(path)
+    base = Path(os.path.abspath(Path.cwd() if cwd is None else cwd))
+    absolute = Path(os.path.abspath(base / path))
+    # Lexically first (keeps symlinks inside the tree as written), then with symlinks resolved.
+    for candidate, root in ((absolute, base), (absolute.resolve(), base.resolve())):
+        if candidate.is_relative_to(root):
+            return candidate.relative_to(root).as_posix()
+    return path.as_posix()

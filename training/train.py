@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import math
 import os
 import platform
+import shlex
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -21,7 +24,7 @@ from datetime import UTC, datetime
 from multiprocessing import Manager
 from pathlib import Path
 from queue import Empty
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import sklearn
@@ -32,7 +35,7 @@ from sklearn.neural_network import MLPRegressor
 from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
-from service.artifact import Artifact, ArtifactError, save_artifact, sha256_file
+from service.artifact import Artifact, ArtifactError, load_artifact, save_artifact, sha256_file
 from service.model import Autoencoder, scale_pixels
 from training.data import (
     DataError,
@@ -45,6 +48,7 @@ from training.plot import plot_latent
 
 __all__ = [
     "PRESETS",
+    "Epoch",
     "Preset",
     "TrainResult",
     "Trained",
@@ -112,6 +116,22 @@ PRESETS: dict[str, Preset] = {
 }
 
 
+class Epoch(NamedTuple):
+    """What one epoch of training measured, after the epoch.
+
+    ``train_mse`` and ``val_mse`` are the same measure, the MSE of the clipped reconstruction of
+    clean rows in scaled units (what the service reports): ``val_mse`` on all validation rows,
+    ``train_mse`` on an evenly spaced sample of the training rows as large as the validation
+    split (all of them if fewer), which costs as little as the validation figure. ``train_loss``
+    is scikit-learn's objective: half the squared error on the (noisy) inputs averaged over the
+    epoch's batches, plus the L2 penalty.
+    """
+
+    train_loss: float
+    train_mse: float
+    val_mse: float
+
+
 @dataclass
 class TrainResult:
     """A trained network and its history.
@@ -124,22 +144,21 @@ class TrainResult:
         The seed that produced it.
     best_epoch : int
         1-based epoch whose weights were kept.
-    history : list of (train_loss, val_mse)
-        Per epoch: scikit-learn's training loss (half the MSE plus the L2 penalty) and the
-        validation MSE of the clipped reconstruction, in scaled units.
+    history : list of Epoch
+        One entry per epoch run.
     """
 
     mlp: MLPRegressor
     seed: int
     best_epoch: int
-    history: list[tuple[float, float]] = field(default_factory=list)
+    history: list[Epoch] = field(default_factory=list)
 
     @property
     def best_val_mse(self) -> float:
-        return self.history[self.best_epoch - 1][1]
+        return self.history[self.best_epoch - 1].val_mse
 
 
-def _val_mse(mlp: MLPRegressor, Xs: Array) -> float:
+def _reconstruction_mse(mlp: MLPRegressor, Xs: Array) -> float:
     return float(np.mean((np.clip(mlp.predict(Xs), 0.0, 1.0) - Xs) ** 2))
 
 
@@ -149,7 +168,7 @@ def train_autoencoder(
     preset: Preset,
     seed: int,
     epochs: int | None = None,
-    report: Callable[[int, int, float], None] | None = None,
+    report: Callable[[int, int, float, float, bool], None] | None = None,
 ) -> TrainResult:
     """Fit an ``MLPRegressor`` autoencoder X→X epoch by epoch, keeping the best on validation.
 
@@ -166,11 +185,15 @@ def train_autoencoder(
     epochs : int, optional
         Maximum number of epochs (default: the preset's).
     report : callable, optional
-        Called after every epoch with ``(seed, epoch, val_mse)``.
+        Called after every epoch with ``(seed, epoch, train_mse, val_mse, stopping)`` (see
+        :class:`Epoch`); ``stopping`` is true when this epoch is the last because
+        ``preset.patience`` epochs have passed without a better validation MSE.
     """
     dtype = np.float32 if preset.float32 else np.float64
     X_fit: Array = Xs_train.astype(dtype)
     X_val: Array = Xs_val.astype(dtype)
+    n_sample = min(len(X_fit), max(len(X_val), 1))
+    X_fit_sample = X_fit[np.linspace(0, len(X_fit) - 1, n_sample).round().astype(np.intp)]
     mlp = MLPRegressor(
         hidden_layer_sizes=preset.hidden_layer_sizes,
         activation=preset.activation,
@@ -182,7 +205,7 @@ def train_autoencoder(
         random_state=seed,
     )
     n_epochs = preset.epochs if epochs is None else epochs
-    history: list[tuple[float, float]] = []
+    history: list[Epoch] = []
     best: tuple[float, int, Any, Any] | None = None
     rng = np.random.default_rng(seed)
     for epoch in range(n_epochs):
@@ -196,13 +219,15 @@ def train_autoencoder(
             noise: Array = rng.normal(0.0, preset.input_noise, X_fit.shape).astype(dtype)
             X_in = np.clip(X_fit + noise, 0.0, 1.0)
         mlp.partial_fit(X_in, X_fit)
-        val_mse = _val_mse(mlp, X_val)
-        history.append((float(mlp.loss_), val_mse))
+        val_mse = _reconstruction_mse(mlp, X_val)
+        train_mse = _reconstruction_mse(mlp, X_fit_sample)
+        history.append(Epoch(float(mlp.loss_), train_mse, val_mse))
         if best is None or val_mse < best[0]:
             best = (val_mse, epoch + 1, copy.deepcopy(mlp.coefs_), copy.deepcopy(mlp.intercepts_))
+        stopping = epoch + 1 < n_epochs and epoch + 1 - best[1] >= preset.patience
         if report is not None:
-            report(seed, epoch + 1, val_mse)
-        if epoch + 1 - best[1] >= preset.patience:
+            report(seed, epoch + 1, train_mse, val_mse, stopping)
+        if stopping:
             break
     assert best is not None, "epochs must be at least 1"
     mlp.coefs_, mlp.intercepts_ = best[2], best[3]
@@ -215,8 +240,18 @@ def _train_one(
     # One BLAS thread per worker: the seeds themselves are the parallelism.
     with threadpool_limits(limits=1):
         return train_autoencoder(
-            Xs_train, Xs_val, preset, seed, epochs, lambda s, e, v: queue.put((s, e, v))
+            Xs_train, Xs_val, preset, seed, epochs, lambda *update: queue.put(update)
         )
+
+
+# One bar per seed, which fits in 80 columns:
+# "seed 0:  37%|███▌      | 185/500 epochs [00:12<00:21, MSE train 0.0211 val 0.0240]",
+# and once a network has stopped early:
+# "seed 1: 312/500 epochs, stopped early [00:21, MSE train 0.0251 val 0.0262]".
+_BAR_FORMAT = (
+    "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} epochs [{elapsed}<{remaining}{postfix}]"
+)
+_STOPPED_FORMAT = "{desc}: {n_fmt}/{total_fmt} epochs, stopped early [{elapsed}{postfix}]"
 
 
 def train_seeds(
@@ -229,18 +264,32 @@ def train_seeds(
 ) -> TrainResult:
     """Train ``preset.n_seeds`` networks in parallel (joblib) and keep the best on validation.
 
-    A progress bar counts epochs over all seeds and shows the best validation MSE so far.
+    With ``progress``, one bar per seed counts that network's epochs (out of ``epochs``) and
+    shows its latest train and validation MSE (see :class:`Epoch`). A network that stops early
+    (``preset.patience`` epochs without a better validation MSE) keeps its count and says so:
+    ``seed 1: 312/500 epochs, stopped early [00:21, MSE train 0.0251 val 0.0262]``.
     """
     seeds = [seed + i for i in range(preset.n_seeds)]
     n_epochs = preset.epochs if epochs is None else epochs
-    bar = tqdm(total=n_epochs * len(seeds), desc="training", unit="epoch", disable=not progress)
-    best_val = float("inf")
+    bars = {
+        s: tqdm(
+            total=n_epochs,
+            desc=f"seed {s}",
+            position=i,
+            bar_format=_BAR_FORMAT,
+            disable=not progress,
+        )
+        for i, s in enumerate(seeds)
+    }
 
-    def show(s: int, epoch: int, val_mse: float) -> None:
-        nonlocal best_val
-        best_val = min(best_val, val_mse)
-        bar.update(1)
-        bar.set_postfix(seed=s, epoch=epoch, val=f"{val_mse:.4f}", best=f"{best_val:.4f}")
+    def show(s: int, epoch: int, train_mse: float, val_mse: float, stopping: bool) -> None:
+        bar = bars[s]
+        bar.set_postfix_str(f"MSE train {train_mse:.4f} val {val_mse:.4f}", refresh=False)
+        if stopping:
+            bar.bar_format = _STOPPED_FORMAT
+        bar.update(epoch - bar.n)
+        if stopping:
+            bar.close()  # drawn now, with its own time, while the other seeds may run on
 
     try:
         if len(seeds) == 1:
@@ -248,7 +297,8 @@ def train_seeds(
         else:
             results = _parallel(Xs_train, Xs_val, preset, seeds, epochs, show)
     finally:
-        bar.close()
+        for bar in bars.values():
+            bar.close()
     return min(results, key=lambda r: (r.best_val_mse, r.seed))
 
 
@@ -258,7 +308,7 @@ def _parallel(
     preset: Preset,
     seeds: list[int],
     epochs: int | None,
-    show: Callable[[int, int, float], None],
+    show: Callable[[int, int, float, float, bool], None],
 ) -> list[TrainResult]:
     with Manager() as manager:
         queue = manager.Queue()
@@ -421,6 +471,44 @@ def train_preset(
     return Trained(artifact, result, seconds, X_val, y_val, pca2, served_val_mse)
 
 
+# Manifest fields that differ between two runs that build the same model.
+_RUN_FIELDS = ("created_at", ("metrics", "train_seconds"))
+
+
+def _without_run_fields(manifest: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = json.loads(json.dumps(manifest))  # a deep copy, as JSON reads back
+    for name in _RUN_FIELDS:
+        if isinstance(name, tuple):
+            section, key = name
+            if isinstance(out.get(section), dict):
+                out[section].pop(key, None)
+        else:
+            out.pop(name, None)
+    return out
+
+
+def _existing_if_unchanged(out_dir: Path, artifact: Artifact) -> dict[str, Any] | None:
+    """The manifest of the artifact already in ``out_dir`` if writing ``artifact`` changes nothing.
+
+    That is: the existing artifact is valid (:func:`load_artifact`) and has its latent plot,
+    its weights file is byte-identical to the one ``artifact`` would write (same sha256), and
+    every manifest field is equal except those that record the run rather than the model
+    (``created_at``, ``metrics.train_seconds``). Otherwise ``None``. Keeping the existing
+    artifact then keeps ``created_at`` meaning when this model was first built, which is what
+    the model repository orders versions by.
+    """
+    try:
+        existing = load_artifact(out_dir).manifest
+        if not (out_dir / "latent.png").is_file():
+            return None
+        with tempfile.TemporaryDirectory(prefix="digitcode-train-") as tmp:
+            candidate = save_artifact(Path(tmp) / "model", artifact)
+    except (OSError, ArtifactError):
+        return None
+    same = _without_run_fields(existing) == _without_run_fields(candidate)
+    return existing if same else None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.epochs is not None and args.epochs < 1:
@@ -436,8 +524,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     preset = PRESETS[args.preset]
     rebuild = (
-        f"python -m training.train --train {portable_path(args.train)} "
-        f"--out {portable_path(args.out)} --preset {args.preset} --seed {args.seed}"
+        f"python -m training.train --train {shlex.quote(portable_path(args.train))} "
+        f"--out {shlex.quote(portable_path(args.out))} --preset {args.preset} --seed {args.seed}"
         + (f" --epochs {args.epochs}" if args.epochs is not None else "")
         + (
             f" --validation-fraction {args.validation_fraction}"
@@ -450,10 +538,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "training": {"data_file": args.train.name, "data_sha256": sha256_file(args.train)},
     }
     n_val = math.ceil(len(X) * args.validation_fraction)  # as train_test_split counts
+    seeds = [str(args.seed + i) for i in range(preset.n_seeds)]
     print(
         f"{args.preset}: 64-{'-'.join(map(str, preset.hidden_layer_sizes))}-64 "
-        f"{preset.activation}, {len(X) - n_val} training / {n_val} validation rows, "
-        f"{preset.n_seeds} seed(s)"
+        f"{preset.activation}, {len(X) - n_val} training / {n_val} validation rows; "
+        + (f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {', '.join(seeds)} in parallel")
+        + f", up to {args.epochs or preset.epochs} epochs"
+        + (" each, the best on validation kept" if len(seeds) > 1 else "")
     )
     trained = train_preset(
         X, y, args.preset, args.seed, args.epochs, args.validation_fraction,
@@ -462,22 +553,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     result = trained.result
     Z_val = Autoencoder(trained.artifact).encode(trained.X_val)
     title = f"digitcode {args.preset}: 2-D latent of {len(Z_val)} validation digits"
-    try:
-        written = save_artifact(
-            args.out,
-            trained.artifact,
-            {"latent.png": lambda path: plot_latent(Z_val, trained.y_val, path, title)},
-        )
-    except (OSError, ArtifactError) as exc:
-        print(f"digitcode-train: cannot write {args.out}: {exc}", file=sys.stderr)
-        return 1
+    kept = _existing_if_unchanged(args.out, trained.artifact)
+    if kept is None:
+        try:
+            written = save_artifact(
+                args.out,
+                trained.artifact,
+                {"latent.png": lambda path: plot_latent(Z_val, trained.y_val, path, title)},
+            )
+        except (OSError, ArtifactError) as exc:
+            print(f"digitcode-train: cannot write {args.out}: {exc}", file=sys.stderr)
+            return 1
     print(
         f"validation MSE (scaled units): {trained.val_mse:.5f} "
         f"(seed {result.seed}, best epoch {result.best_epoch} of {len(result.history)})"
     )
     print(f"PCA-2 validation MSE:          {trained.pca2_val_mse:.5f}")
     print(f"training time:                 {trained.seconds:.1f} s")
-    print(f"artifact:                      {args.out} (model version {written['model_version']})")
+    if kept is None:
+        print(
+            f"artifact:                      {args.out} (model version {written['model_version']})"
+        )
+    else:
+        print(
+            f"artifact:                      {args.out} unchanged (model version "
+            f"{kept['model_version']}: the same weights and metadata as the artifact already "
+            f"there, kept with its created_at {kept.get('created_at', '?')})"
+        )
     return 0
 
 

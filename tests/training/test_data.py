@@ -72,3 +72,32 @@ def test_a_changed_uci_file_is_refused(tmp_path):
     renamed = tmp_path / "other.csv"  # other names are not checked
     renamed.write_text(text.replace("0,", "1,", 1))
     assert load_optdigits(renamed)[0].shape == (1797, 64)
+
+
+def test_portable_path_is_relative_inside_the_current_directory(tmp_path):
+    from training.data import portable_path
+
+    repo = tmp_path / "repo"
+    assert portable_path(repo / "models" / "b", cwd=repo) == "models/b"
+    assert portable_path("./models/b", cwd=repo) == "models/b"
+    assert portable_path("models/b", cwd=repo) == "models/b"
+    assert portable_path(f"../{repo.name}/data/d.tra", cwd=repo) == "data/d.tra"
+    assert portable_path(repo, cwd=repo) == "."
+
+
+def test_portable_path_keeps_a_path_outside_the_current_directory_as_given(tmp_path):
+    from training.data import portable_path
+
+    repo = tmp_path / "repo"
+    # Not just "model_b": that would rebuild into a different directory.
+    assert portable_path(tmp_path / "x" / "model_b", cwd=repo) == f"{tmp_path}/x/model_b"
+    assert portable_path("../x/model_b", cwd=repo) == "../x/model_b"
+
+
+def test_portable_path_sees_through_a_symlinked_current_directory(tmp_path):
+    from training.data import portable_path
+
+    (tmp_path / "real" / "models").mkdir(parents=True)
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    assert portable_path(tmp_path / "real" / "models", cwd=tmp_path / "link") == "models"
+    assert portable_path(tmp_path / "link" / "models", cwd=tmp_path / "real") == "models"
