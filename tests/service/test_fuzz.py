@@ -14,6 +14,7 @@ from service.repository import load_repository
 from service.settings import Settings
 from tests.conftest import DEFAULT_MODEL
 
+pytestmark = pytest.mark.slow  # about a minute
 # Several hundred examples in all: 7 operations, positive and negative data.
 MAX_EXAMPLES = 100
 

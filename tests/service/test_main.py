@@ -5,7 +5,11 @@ import shutil
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import ROOT
+
+pytestmark = pytest.mark.slow  # python -m service in a subprocess, about 1 s each
 
 
 def _serve(**settings: str) -> subprocess.CompletedProcess:

@@ -17,6 +17,8 @@ from tritonclient.utils import InferenceServerException
 
 from tests.conftest import running_service, synthetic_digits
 
+pytestmark = pytest.mark.slow  # a server subprocess
+
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[str]:

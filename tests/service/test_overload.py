@@ -26,7 +26,14 @@ async def test_busy_answers_503_quickly_and_recovers(default_repository):
         await release.wait()
         yield ROW + b"]}"
 
-    in_flight = REGISTRY.get_sample_value("digitcode_requests_in_flight") or 0.0
+    def in_flight() -> float:
+        return REGISTRY.get_sample_value("digitcode_requests_in_flight") or 0.0
+
+    async def both_in_flight(before: float) -> None:
+        while in_flight() != before + 2:
+            await asyncio.sleep(0.01)
+
+    before = in_flight()
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
         headers = {"content-type": "application/json"}
@@ -34,17 +41,20 @@ async def test_busy_answers_503_quickly_and_recovers(default_repository):
             asyncio.create_task(c.post("/encode", content=slow_body(), headers=headers))
             for _ in range(2)
         ]
-        # wait until both are in flight (the service's own gauge says so)
-        for _ in range(500):
-            if REGISTRY.get_sample_value("digitcode_requests_in_flight") == in_flight + 2:
-                break
-            await asyncio.sleep(0.01)
-        refused = await asyncio.wait_for(
-            c.post("/encode", content=b'{"vectors": [' + ROW + b"]}", headers=headers), 1.0
-        )
-        probe = await c.get("/readyz")
-        release.set()
-        finished = await asyncio.gather(*slow)
+        try:
+            # Both must be in flight (the service's own gauge says so) before the third is
+            # sent; otherwise the third could be refused, or not, for some other reason.
+            try:
+                await asyncio.wait_for(both_in_flight(before), 10)
+            except TimeoutError:
+                pytest.fail(f"the gauge never showed both requests in flight: {in_flight()}")
+            refused = await asyncio.wait_for(
+                c.post("/encode", content=b'{"vectors": [' + ROW + b"]}", headers=headers), 1.0
+            )
+            probe = await c.get("/readyz")
+        finally:
+            release.set()
+            finished = await asyncio.gather(*slow)
         after = await c.post("/encode", content=b'{"vectors": [' + ROW + b"]}", headers=headers)
     assert refused.status_code == 503
     assert refused.headers["retry-after"] == "1"
@@ -52,3 +62,4 @@ async def test_busy_answers_503_quickly_and_recovers(default_repository):
     assert probe.status_code == 200
     assert [r.status_code for r in finished] == [200, 200]
     assert after.status_code == 200
+    assert in_flight() == before

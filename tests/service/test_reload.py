@@ -4,6 +4,7 @@ bad one and keeps serving the old."""
 import shutil
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -15,6 +16,9 @@ from service.artifact import WEIGHTS_FILE, Artifact, load_artifact, save_artifac
 from service.settings import Settings
 from tests.conftest import DEFAULT_MODEL, running_service
 
+# What the loader says about the bad model below (service.artifact.load_artifact).
+MISMATCH = "does not match the manifest's"
+
 
 def _write_variant(model_dir: Path, shift: float) -> str:
     """Replace the artifact in ``model_dir`` by one with shifted biases; return its version."""
@@ -25,8 +29,16 @@ def _write_variant(model_dir: Path, shift: float) -> str:
     return str(save_artifact(model_dir, variant)["model_version"])
 
 
-def _break(model_dir: Path) -> None:
-    (model_dir / WEIGHTS_FILE).write_bytes(b"not a model")
+def _write_bad(model_dir: Path) -> str:
+    """Replace the artifact by one that must be refused; return the version it claims.
+
+    A new version (its own manifest and ``model_version``) whose weights file is a valid
+    ``.npz`` of the right shapes, but not the file its manifest's sha256 names: only the
+    integrity check refuses it. Were it served anyway, answers would carry its version.
+    """
+    bad = _write_variant(model_dir, 0.03)
+    shutil.copyfile(DEFAULT_MODEL / WEIGHTS_FILE, model_dir / WEIGHTS_FILE)
+    return bad
 
 
 def test_reload_model_swaps_a_good_model_and_refuses_a_bad_one(tmp_path, caplog):
@@ -42,11 +54,14 @@ def test_reload_model_swaps_a_good_model_and_refuses_a_bad_one(tmp_path, caplog)
         info = 'digitcode_model_info{{model="digitcode",model_version="{}",preset="default"}} {}'
         assert info.format(new, "1.0") in metrics
         assert info.format(old, "0.0") in metrics
-        _break(model_dir)
+        bad = _write_bad(model_dir)
+        assert bad not in (old, new)
         assert reload_models(app) is False
         assert client.get("/healthz").headers["x-model-version"] == new
         assert client.post("/encode", json={"vectors": [[1] * 64]}).status_code == 200
-    assert any("reload refused" in r.getMessage() for r in caplog.records)
+        assert f'model_version="{bad}"' not in client.get("/metrics").text
+    refusals = [r.getMessage() for r in caplog.records if "reload refused" in r.getMessage()]
+    assert len(refusals) == 1 and MISMATCH in refusals[0]
 
 
 def _versions(url: str, n: int = 6) -> set[str]:
@@ -71,18 +86,27 @@ def _worker_pids(parent: int) -> set[int]:
     return pids
 
 
-def _wait_for(predicate, seconds: float = 30) -> bool:
+def _wait_for(predicate: Callable[[], object], what: str, log: Path, seconds: float = 60) -> None:
+    """Poll ``predicate`` until it is true; fail the test, with the server's log, if it never is."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         try:
             if predicate():
-                return True
+                return
         except httpx.TransportError:
             pass
         time.sleep(0.2)
-    return False
+    pytest.fail(f"timed out after {seconds:.0f} s waiting for {what}; log:\n{log.read_text()}")
 
 
+# The line that says the bad model was refused, by who refuses it. One worker re-reads the
+# directory itself (service.dataplane). With several, uvicorn's supervisor starts a replacement
+# worker, whose start-up fails on the model; the supervisor then keeps the running workers and
+# says so (uvicorn.supervisors.multiprocess.Multiprocess.restart_all).
+REFUSED = {1: "reload refused, still serving the previous models", 2: "aborting the restart"}
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("workers", [1, 2])
 def test_sighup_reloads_and_a_bad_model_keeps_the_old(tmp_path, workers):
     model_dir = tmp_path / "model"
@@ -91,8 +115,14 @@ def test_sighup_reloads_and_a_bad_model_keeps_the_old(tmp_path, workers):
         "DIGITCODE_MODEL_DIR": str(model_dir),
         "DIGITCODE_WORKERS": str(workers),
         "DIGITCODE_LOG_LEVEL": "warning",
+        "DIGITCODE_LOG_FORMAT": "plain",
     }
-    with running_service(settings) as (server, url):
+    log_path = tmp_path / "server.log"
+    # A file, not a pipe: a full pipe would block the server's logging mid-test.
+    with (
+        log_path.open("w") as log_file,
+        running_service(settings, stderr=log_file) as (server, url),
+    ):
         old = _versions(url)
         new = _write_variant(model_dir, 0.02)
         assert old == {load_artifact(DEFAULT_MODEL).model_version} != {new}
@@ -100,12 +130,25 @@ def test_sighup_reloads_and_a_bad_model_keeps_the_old(tmp_path, workers):
         assert len(before) == (workers if workers > 1 else 0)
         server.send_signal(signal.SIGHUP)
         # With two workers the restart is rolling: wait until no original worker is left.
-        assert _wait_for(lambda: not before & _worker_pids(server.pid))
-        assert _wait_for(lambda: _versions(url) == {new}), "the new model never went live"
-        _break(model_dir)
+        _wait_for(
+            lambda: len(now := _worker_pids(server.pid)) == len(before) and not before & now,
+            "every worker to be replaced",
+            log_path,
+        )
+        _wait_for(lambda: _versions(url) == {new}, "the new model to go live", log_path)
+        serving = _worker_pids(server.pid)
+        assert REFUSED[workers] not in log_path.read_text()
+
+        bad = _write_bad(model_dir)
         server.send_signal(signal.SIGHUP)
-        time.sleep(3)  # time for a refused reload (or a failed replacement worker)
-        assert _versions(url, 10) == {new}
+        # Wait for the refusal itself, not for a while: only once it has happened does "still
+        # serving the old model" say anything about the reload.
+        _wait_for(lambda: REFUSED[workers] in log_path.read_text(), "the refusal", log_path)
+        log = log_path.read_text()
+        assert MISMATCH in log  # refused for the reason the bad model has
+        assert _versions(url, 10) == {new} != {bad}
+        assert _worker_pids(server.pid) == serving  # no worker replaced, none gone
         with httpx.Client(base_url=url) as c:
             assert c.post("/encode", json={"vectors": [[1] * 64]}).status_code == 200
+            assert f'model_version="{bad}"' not in c.get("/metrics").text
         assert server.poll() is None

@@ -146,6 +146,7 @@ def _wait_for(predicate, seconds: float = 30) -> None:
         time.sleep(0.05)
 
 
+@pytest.mark.slow
 def test_sighup_rereads_the_repository_under_load_without_a_failed_request(repo, tmp_path):
     log = tmp_path / "service.log"
     settings = {"DIGITCODE_MODEL_DIR": str(repo), "DIGITCODE_WORKERS": "1"}

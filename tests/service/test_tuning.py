@@ -10,6 +10,10 @@ import sys
 import pytest
 
 from service.tuning import BLAS_THREAD_VARIABLES
+from tests.conftest import DEFAULT_MODEL, ROOT
+
+# Each test starts Python subprocesses that import the service and training code: 5-40 s.
+pytestmark = pytest.mark.slow
 
 # Allocates and frees a 10 000 x 128 float32 array (a hidden layer of a 10 000-row batch) 20
 # times after one warm-up round, and reports the minor page faults those 20 rounds caused.
@@ -139,13 +143,54 @@ def test_blas_runs_one_thread_once_limited_and_not_on_import():
     assert _blas_threads("import-only") > 1  # importing the service set nothing
 
 
-def test_the_server_entry_point_limits_blas_before_numpy_loads():
-    code = (
-        "import sys, os; import service.__main__ as m; loaded = 'numpy' in sys.modules; "
-        "m.limit_blas_threads(); print(loaded, os.environ['OPENBLAS_NUM_THREADS'])"
+# ``python -m service`` itself, up to the point where it would serve: uvicorn.run is replaced by
+# a probe that reports the BLAS threads of the server process, and of a process started the way
+# uvicorn starts a worker (it inherits the environment).
+_SERVE = """
+import json, subprocess, sys
+import uvicorn
+import service.__main__
+imported_numpy = "numpy" in sys.modules
+def run(app, **options):
+    import threadpoolctl
+    def threads():
+        return max(pool["num_threads"] for pool in threadpoolctl.threadpool_info())
+    worker = subprocess.run(
+        [sys.executable, "-c", sys.argv[1]], capture_output=True, text=True, check=True
     )
+    print(json.dumps([imported_numpy, threads(), int(worker.stdout)]))
+uvicorn.run = run
+sys.exit(service.__main__.main())
+"""
+_WORKER = """
+import numpy as np, threadpoolctl
+np.ones((4, 4)) @ np.ones((4, 4))
+print(max(pool["num_threads"] for pool in threadpoolctl.threadpool_info()))
+"""
+
+
+def _serve_blas_threads(workers: int, **env: str) -> list[object]:
+    """[numpy imported with service.__main__?, server threads, worker threads]."""
     clean = {k: v for k, v in os.environ.items() if k not in BLAS_THREAD_VARIABLES}
+    settings = {"DIGITCODE_MODEL_DIR": str(DEFAULT_MODEL), "DIGITCODE_WORKERS": str(workers)}
     out = subprocess.run(
-        [sys.executable, "-c", code], env=clean, capture_output=True, text=True, check=True
+        [sys.executable, "-c", _SERVE, _WORKER],
+        env={**clean, **settings, **env},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
     )
-    assert out.stdout.split() == ["False", "1"]
+    result: list[object] = json.loads(out.stdout)
+    return result
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="needs 2 CPUs to tell 1 thread from many")
+@pytest.mark.parametrize("workers", [1, 2])
+def test_the_server_runs_blas_in_one_thread(workers):
+    # Not that a variable is set: the BLAS library of the process that serves (and of the
+    # workers it starts) runs one thread, so limiting after numpy loaded would fail here.
+    assert _serve_blas_threads(workers) == [False, 1, 1]
+    # an explicit setting wins, and the probe does see more than one thread
+    assert _serve_blas_threads(workers, OPENBLAS_NUM_THREADS="2") == [False, 2, 2]

@@ -73,6 +73,7 @@ def test_noise_vectors_are_valid_pixels():
     np.testing.assert_array_equal(noise, np.round(noise))
 
 
+@pytest.mark.slow  # trains nothing, but draws four figures: about 3 s
 def test_command_writes_report_and_figures(tmp_path, tiny_model_dir, data, capsys):
     X_tr, y_tr, X_te, y_te = data
     train = write_optdigits(tmp_path / "s.tra", X_tr, y_tr)
