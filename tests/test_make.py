@@ -1,0 +1,217 @@
+"""`make serve` and `make test` from a fresh clone: what each installs, and both at once.
+
+The real installs run (pip, from PyPI or the local cache) in copies of the working tree, through
+the targets that `serve` and `test` depend on (`install-runtime`, `install-dev`), so the server
+and the test suite themselves are not started. About two minutes: marked slow.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import tomllib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from packaging.markers import Marker
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV = ".venv"
+MAX_SERVE_VENV_MB = 250
+# Development-only packages (import names) that must not be in the venv `make serve` creates.
+DEV_ONLY = ("sklearn", "matplotlib", "mypy", "pytest", "schemathesis", "ruff")
+# What `python -m venv` puts in every venv, besides the locked packages and the project.
+VENV_BASE = {"pip", "setuptools", "wheel"}
+TIMEOUT = 600  # s, per make process; a cold install takes about a minute
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(shutil.which("make") is None, reason="needs make"),
+]
+
+
+@dataclass
+class Run:
+    target: str
+    returncode: int
+    output: str
+
+
+def fresh_copy(dest: Path) -> Path:
+    """The working tree as a fresh clone would hold it, uncommitted changes included.
+
+    The files git would check out plus new files not ignored; no .venv, stamps or caches. (A
+    `git clone` would test the last commit, not the Makefile being changed.)
+    """
+    names = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    ).stdout.decode()
+    for name in filter(None, names.split("\0")):
+        source = ROOT / name
+        if source.is_file():  # a tracked file deleted in the working tree is not copied
+            target = dest / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, target)
+    return dest
+
+
+def make_env() -> dict[str, str]:
+    """This environment without what an enclosing make or venv passes down."""
+    env = dict(os.environ)
+    for name in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES", "VIRTUAL_ENV"):
+        env.pop(name, None)
+    return env
+
+
+def start(repo: Path, target: str) -> tuple[str, subprocess.Popen[str]]:
+    process = subprocess.Popen(
+        ["make", "--no-print-directory", target],
+        cwd=repo,
+        env=make_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    return target, process
+
+
+def finish(target: str, process: subprocess.Popen[str]) -> Run:
+    try:
+        output, _ = process.communicate(timeout=TIMEOUT)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        output, _ = process.communicate()
+        output += f"\n(killed after {TIMEOUT} s)"
+    return Run(target, process.returncode, output)
+
+
+def venv_python(repo: Path, code: str, *args: str) -> str:
+    return subprocess.run(
+        [str(repo / VENV / "bin" / "python"), "-c", code, *args],
+        cwd=repo,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+
+
+def importable(repo: Path, names: tuple[str, ...]) -> dict[str, bool]:
+    code = (
+        "import importlib.util, json, sys; "
+        "print(json.dumps({n: importlib.util.find_spec(n) is not None for n in sys.argv[1:]}))"
+    )
+    return dict(json.loads(venv_python(repo, code, *names)))
+
+
+def normalize(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def installed_distributions(repo: Path) -> set[str]:
+    code = (
+        "import importlib.metadata as m, json; "
+        "print(json.dumps([d.metadata['Name'] for d in m.distributions()]))"
+    )
+    return {normalize(name) for name in json.loads(venv_python(repo, code))}
+
+
+def locked_names(lock: Path) -> set[str]:
+    """The packages a lock installs on this platform (its environment markers evaluated)."""
+    names = set()
+    for name, marker in re.findall(
+        r"^([A-Za-z0-9][A-Za-z0-9._-]*)==[^ ;]+(?: ; ([^\\\n]+?))? *\\?$", lock.read_text(), re.M
+    ):
+        if not marker or Marker(marker).evaluate():
+            names.add(normalize(name))
+    return names
+
+
+def venv_megabytes(repo: Path) -> int:
+    # What `du -sm .venv` reports: disk usage, rounded up.
+    output = subprocess.run(
+        ["du", "-sk", str(repo / VENV)], check=True, capture_output=True, text=True
+    ).stdout
+    return -(-int(output.split()[0]) // 1024)
+
+
+@pytest.fixture(scope="module")
+def installs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, tuple[Path, Run]]]:
+    """Three fresh copies' worth of make, all started together.
+
+    "both": `make install-runtime` and `make install-dev` started at the same moment in one
+    fresh copy, as `make serve` and `make test` would be. "serve": `make install-runtime`
+    alone in another, to see what a serve-only venv holds.
+    """
+    both = fresh_copy(tmp_path_factory.mktemp("both"))
+    serve = fresh_copy(tmp_path_factory.mktemp("serve"))
+    started = {
+        "both/runtime": (both, start(both, "install-runtime")),
+        "both/dev": (both, start(both, "install-dev")),
+        "serve": (serve, start(serve, "install-runtime")),
+    }
+    yield {key: (repo, finish(*process)) for key, (repo, process) in started.items()}
+    for repo in (both, serve):  # about 1 GB of venvs
+        shutil.rmtree(repo, ignore_errors=True)
+
+
+def test_serve_and_test_installs_started_together_both_succeed(installs):
+    repo = installs["both/runtime"][0]
+    for key in ("both/runtime", "both/dev"):
+        run = installs[key][1]
+        assert run.returncode == 0, f"make {run.target} failed:\n{run.output}"
+    # One after the other: each step ran once, in whichever make got to it first; the other
+    # found it done. (Two makes that only check stamps both start every step.)
+    output = installs["both/runtime"][1].output + installs["both/dev"][1].output
+    for step in ("-m venv", "-r requirements.lock", "-r requirements-dev.lock"):
+        assert output.count(step) == 1, f"{step!r} not run exactly once:\n{output}"
+    # Whichever took the lock first, the venv now holds both locks and the project.
+    assert (repo / VENV / ".installed-runtime").is_file()
+    assert (repo / VENV / ".installed-dev").is_file()
+    assert all(importable(repo, ("service", "fastapi", "sklearn", "matplotlib", "mypy")).values())
+    assert installed_distributions(repo) >= locked_names(repo / "requirements-dev.lock")
+    # Nothing left to do for either command.
+    for target in ("install-runtime", "install-dev"):
+        dry = subprocess.run(
+            ["make", "-n", "--no-print-directory", target],
+            cwd=repo,
+            env=make_env(),
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        assert "pip install" not in dry, dry
+
+
+def test_serve_installs_the_runtime_lock_only_in_under_250_mb(installs):
+    repo, run = installs["serve"]
+    assert run.returncode == 0, f"make {run.target} failed:\n{run.output}"
+    present = importable(repo, ("service", "fastapi", "uvicorn", *DEV_ONLY))
+    assert present["service"] and present["fastapi"] and present["uvicorn"]
+    assert not [name for name in DEV_ONLY if present[name]]
+    project = normalize(tomllib.loads((repo / "pyproject.toml").read_text())["project"]["name"])
+    extra = installed_distributions(repo) - locked_names(repo / "requirements.lock")
+    assert extra <= VENV_BASE | {project}, extra
+    size = venv_megabytes(repo)
+    assert size < MAX_SERVE_VENV_MB, f"{size} MB"
+    # The stamps say what is installed: the runtime lock, not the development one ...
+    assert (repo / VENV / ".installed-runtime").is_file()
+    assert not (repo / VENV / ".installed-dev").exists()
+    # ... so the `make test` that comes next adds the development lock, and only that.
+    dry = subprocess.run(
+        ["make", "-n", "--no-print-directory", "install-dev"],
+        cwd=repo,
+        env=make_env(),
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    installs_run = [line for line in dry.splitlines() if "pip install" in line]
+    assert len(installs_run) == 1 and "-r requirements-dev.lock" in installs_run[0], dry
