@@ -1,4 +1,5 @@
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import httpx
 import pytest
@@ -22,9 +23,9 @@ def async_transport(app) -> httpx.AsyncBaseTransport:
     return httpx.ASGITransport(app=app)
 
 
-@pytest.fixture
-def sync_transport(app) -> Iterator[httpx.BaseTransport]:
-    """A sync transport into the same app: ASGITransport is async only, so hand requests to
+@contextmanager
+def transport_into(app) -> Iterator[httpx.BaseTransport]:
+    """A sync transport into ``app``: ASGITransport is async only, so hand requests to
     Starlette's TestClient (which runs the app in-process, without sockets)."""
     with TestClient(app) as test_client:
 
@@ -37,3 +38,10 @@ def sync_transport(app) -> Iterator[httpx.BaseTransport]:
             )
 
         yield httpx.MockTransport(handler)
+
+
+@pytest.fixture
+def sync_transport(app) -> Iterator[httpx.BaseTransport]:
+    """A sync transport into the same app."""
+    with transport_into(app) as transport:
+        yield transport

@@ -1,16 +1,15 @@
 import io
 import re
 
-import httpx
 import numpy as np
 import pytest
-from fastapi.testclient import TestClient
 
 from client import Client
 from client.cli import InputError, main, read_rows
 from service.app import create_app
 from service.repository import load_repository
 from service.settings import Settings
+from tests.client.conftest import transport_into
 from tests.conftest import assert_same_in_model_precision, synthetic_digits, write_optdigits
 
 HEADER = ",".join([f"p{i}" for i in range(64)] + ["label"])
@@ -270,17 +269,8 @@ def float64_transport(tiny_model_dir):
         Settings(model_dir=tiny_model_dir, max_batch=40),
         repository=load_repository(tiny_model_dir)[0],
     )
-    with TestClient(app) as test_client:
-
-        def handler(request: httpx.Request) -> httpx.Response:
-            answer = test_client.request(
-                request.method, request.url.path, content=request.content, headers=request.headers
-            )
-            return httpx.Response(
-                answer.status_code, headers=answer.headers, content=answer.content
-            )
-
-        yield httpx.MockTransport(handler)
+    with transport_into(app) as transport:
+        yield transport
 
 
 def test_float64_model_prints_every_digit(float64_transport, tmp_path, capsys):
