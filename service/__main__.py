@@ -52,7 +52,7 @@ def main() -> int:
     except ArtifactError as exc:
         print(f"digitcode: cannot serve: {exc}", file=sys.stderr)
         return 2
-    for problem in refused:  # the rest is served; each refusal is logged again by the app
+    for problem in refused:  # the rest is served (workers > 1 log each refusal again)
         print(f"digitcode: model refused: {problem}", file=sys.stderr)
     # uvicorn handles SIGTERM itself while serving (stop accepting, drain in-flight requests),
     # then restores these handlers and raises the signal again, which by default would kill

@@ -3,8 +3,9 @@
 Every protocol (:mod:`service.protocols`) translates bytes to ``(model, signature, array,
 outputs)`` and back; everything in between happens here, once: finding the model in the
 repository (404), the batch limit (413), the values (422: finite, in range, with row and
-column), the computation of just the outputs asked for, and what the metrics and the access log
-record about it. Modelled on MLServer's ``handlers/dataplane.py``.
+column) and the computation of just the outputs asked for; the :class:`Inference` it returns
+says which model answered and how many rows, for the metrics and the access log. Modelled on
+MLServer's ``handlers/dataplane.py``.
 """
 
 from __future__ import annotations
@@ -129,9 +130,10 @@ class DataPlane:
         """
         repository = self._repository()
         for signature in SIGNATURES:
-            base = name.removesuffix(signature.suffix) if signature.suffix else name
-            if (not signature.suffix or base != name) and base in repository.models:
-                return repository.get(base, version, label=name), signature
+            if name.endswith(signature.suffix):
+                base = name[: len(name) - len(signature.suffix)]
+                if base in repository.models:
+                    return repository.get(base, version, label=name), signature
         return repository.get(name, version), AUTOENCODER  # 404 naming it
 
     def versions(self, name: str) -> list[str]:

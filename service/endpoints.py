@@ -20,7 +20,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from service.dataplane import DataPlane
 from service.errors import RequestError, error_style, send_error
 from service.operations import NATIVE, OIP_INFER
-from service.protocols import Answer, BodyReader, Headers, native, oip
+from service.protocols import Answer, BodyReader, Headers, native, oip, parse_length
 
 __all__ = ["InferenceEndpoints", "read_limited"]
 
@@ -124,12 +124,8 @@ async def read_limited(
     Checked against Content-Length before reading and again while streaming, so an oversized
     body is never buffered in full.
     """
-    if (
-        declared_length is not None
-        and declared_length.isascii()
-        and declared_length.isdigit()
-        and int(declared_length) > limit
-    ):
+    declared = None if declared_length is None else parse_length(declared_length)
+    if declared is not None and declared > limit:
         raise _too_large(limit)
     parts: list[bytes] = []
     size = 0

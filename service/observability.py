@@ -156,10 +156,7 @@ class ObservabilityMiddleware:
         repository = self.dataplane.repository
         if repository is None:
             return "", ""
-        try:
-            default = repository.newest(repository.default)
-        except KeyError:
-            return "", ""
+        default = repository.get(None)  # what the native endpoints serve
         return default.name, default.version
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

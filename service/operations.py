@@ -134,6 +134,7 @@ class Output:
     description: str
 
     def shape(self, n: int) -> list[int]:
+        """The tensor's shape for ``n`` rows (-1: any number, as OIP metadata writes it)."""
         return [n] if self.width is None else [n, self.width]
 
 

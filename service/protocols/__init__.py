@@ -12,12 +12,20 @@ from dataclasses import dataclass, field
 
 from service.dataplane import Inference
 
-__all__ = ["Answer", "BodyReader", "Headers"]
+__all__ = ["Answer", "BodyReader", "Headers", "parse_length"]
 
 # The request headers a protocol may read, lower-case names, latin-1 values.
 Headers = dict[bytes, str]
 # Reads the whole body within the size limit (413 beyond it); called at most once.
 BodyReader = Callable[[], Awaitable[bytes]]
+
+
+def parse_length(value: str) -> int | None:
+    """A length header's value as an int, or None unless it is ASCII digits only.
+
+    ``str.isdigit`` alone also accepts digits such as '²' that ``int`` refuses.
+    """
+    return int(value) if value.isascii() and value.isdigit() else None
 
 
 @dataclass(slots=True)  # one per request: not frozen, whose __init__ costs more

@@ -25,7 +25,7 @@ from service.dataplane import DataPlane
 from service.errors import RequestError
 from service.operations import Signature, too_many_rows
 from service.parsing import drop_json_parser, json_parser
-from service.protocols import Answer, BodyReader, Headers
+from service.protocols import Answer, BodyReader, Headers, parse_length
 
 __all__ = ["DATATYPES", "HEADER_LENGTH", "serve"]
 
@@ -92,12 +92,12 @@ def _read_input(element: Any, i: int) -> _Input:
     size = _parameters(element.get("parameters"), *loc).get("binary_data_size")
     if size is not None and (type(size) is not int or size < 0):
         raise _bad("binary_data_size must be a non-negative integer", *loc, "parameters")
-    if size is not None and element.get("data") is not None:
+    raw = element.get("data")
+    if size is not None and raw is not None:
         raise _bad("give data or binary_data_size, not both", *loc)
     data: NDArray[np.float64] | None = None
     data_error = None
     rows = row_length = None
-    raw = element.get("data")
     if isinstance(raw, simdjson.Array):
         try:
             data = np.frombuffer(raw.as_buffer(of_type="d"), dtype=np.float64)
@@ -183,16 +183,14 @@ def _read_document(doc: Any) -> _Request:
 def _split(body: bytes, header_length: str | None) -> tuple[bytes, memoryview]:
     if header_length is None:
         return body, memoryview(b"")
-    if not (header_length.isascii() and header_length.isdigit()) or not (
-        0 < int(header_length) <= len(body)
-    ):
+    n = parse_length(header_length)
+    if n is None or not 0 < n <= len(body):
         raise _bad(
             f"{HEADER_LENGTH} must be a length within the body's {len(body)} bytes "
             f"(got {header_length!r})",
             "header",
             HEADER_LENGTH,
         )
-    n = int(header_length)
     return body[:n], memoryview(body)[n:]
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
-from service.dependencies import dataplane_of
+from service.dependencies import dataplane_of, native_model
 from service.protocols.oip import DATATYPES
 from service.schemas import (
     OipError,
@@ -54,7 +54,7 @@ async def live() -> OipLive:
 
 @router.get("/health/ready", response_model=OipReady, responses=_NOT_READY, summary="Server ready")
 async def ready(request: Request) -> OipReady:
-    dataplane_of(request).native_model()  # 503 while nothing is loaded
+    native_model(request)  # 503 while nothing is loaded
     return OipReady(ready=True)
 
 
@@ -74,9 +74,7 @@ def _metadata(request: Request, name: str, version: str | None) -> OipModelMetad
             )
         ],
         outputs=[
-            OipTensorMetadata(
-                name=o.name, datatype=datatype, shape=[-1] if o.width is None else [-1, o.width]
-            )
+            OipTensorMetadata(name=o.name, datatype=datatype, shape=o.shape(-1))
             for o in signature.outputs
         ],
         parameters={"model_version": served.version, "input_datatypes": ",".join(DATATYPES)},
