@@ -93,6 +93,18 @@ def finish(target: str, process: subprocess.Popen[str]) -> Run:
     return Run(target, process.returncode, output)
 
 
+def dry_run(repo: Path, target: str) -> str:
+    """What ``make -n target`` would run in ``repo``."""
+    return subprocess.run(
+        ["make", "-n", "--no-print-directory", target],
+        cwd=repo,
+        env=make_env(),
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+
+
 def venv_python(repo: Path, code: str, *args: str) -> str:
     return subprocess.run(
         [str(repo / VENV / "bin" / "python"), "-c", code, *args],
@@ -179,14 +191,7 @@ def test_serve_and_test_installs_started_together_both_succeed(installs):
     assert installed_distributions(repo) >= locked_names(repo / "requirements-dev.lock")
     # Nothing left to do for either command.
     for target in ("install-runtime", "install-dev"):
-        dry = subprocess.run(
-            ["make", "-n", "--no-print-directory", target],
-            cwd=repo,
-            env=make_env(),
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
+        dry = dry_run(repo, target)
         assert "pip install" not in dry, dry
 
 
@@ -205,13 +210,6 @@ def test_serve_installs_the_runtime_lock_only_in_under_250_mb(installs):
     assert (repo / VENV / ".installed-runtime").is_file()
     assert not (repo / VENV / ".installed-dev").exists()
     # ... so the `make test` that comes next adds the development lock, and only that.
-    dry = subprocess.run(
-        ["make", "-n", "--no-print-directory", "install-dev"],
-        cwd=repo,
-        env=make_env(),
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    dry = dry_run(repo, "install-dev")
     installs_run = [line for line in dry.splitlines() if "pip install" in line]
     assert len(installs_run) == 1 and "-r requirements-dev.lock" in installs_run[0], dry
