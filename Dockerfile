@@ -3,7 +3,8 @@
 #   docker build -t digitcode .
 #   docker run --rm -p 8000:8000 digitcode          # then: curl localhost:8000/healthz
 #
-# Only the service is installed (no extras); the committed model in models/default is baked in.
+# Only the server runs here (requirements.lock and service/); the committed model in
+# models/default is baked in.
 # It starts one worker per CPU (DIGITCODE_WORKERS to change), which share their Prometheus
 # metrics through a directory in /tmp; everything else is read-only, so
 # `docker run --read-only --tmpfs /tmp` works (with DIGITCODE_WORKERS=1, plain --read-only).
@@ -32,16 +33,12 @@ COPY requirements.lock /tmp/requirements.lock
 RUN /opt/venv/bin/pip install --no-cache-dir --require-hashes -r /tmp/requirements.lock \
  && rm -f /tmp/requirements.lock
 
-# Layer 2: the project itself (`pip install .`). Sources go to a scratch directory that is
-# removed afterwards, so the only importable copy of the code is the installed one.
-COPY pyproject.toml README* /tmp/src/
-COPY service/ /tmp/src/service/
-COPY client/ /tmp/src/client/
-COPY training/ /tmp/src/training/
-RUN /opt/venv/bin/pip install --no-cache-dir --no-deps /tmp/src \
- && rm -rf /tmp/src
-
+# Layer 2: the server application, run from /app as `python -m service` (the same as
+# `make serve` runs it from the repository; the client distribution is not needed to serve).
+# Compiled here, since the service user cannot write __pycache__ at run time.
 WORKDIR /app
+COPY service/ /app/service/
+RUN /opt/venv/bin/python -m compileall -q /app/service
 COPY models/default/ /app/models/default/
 
 ENV DIGITCODE_MODEL_DIR=/app/models/default \

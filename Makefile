@@ -40,15 +40,17 @@ $(CREATED):
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	touch $@
 
-# Exactly the locked, hash-checked packages, then the project itself without dependencies.
-$(RUNTIME_STAMP): pyproject.toml requirements.lock | $(CREATED)
+# Exactly the locked, hash-checked packages the server runs on. The server itself is not
+# installed: `python -m service` runs it from this directory.
+$(RUNTIME_STAMP): requirements.lock | $(CREATED)
 	$(BIN)/python -m pip install --quiet --require-hashes -r requirements.lock
-	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $@
 
-# requirements-dev.lock pins the runtime packages to the same versions and adds the tools.
-$(DEV_STAMP): requirements-dev.lock $(RUNTIME_STAMP)
+# requirements-dev.lock pins the runtime packages to the same versions and adds the training
+# and test tools; then the client distribution (digitcode/, the `digitcode` command), editable.
+$(DEV_STAMP): pyproject.toml requirements-dev.lock $(RUNTIME_STAMP)
 	$(BIN)/python -m pip install --quiet --require-hashes -r requirements-dev.lock
+	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $@
 
 serve: install-runtime
@@ -61,7 +63,7 @@ lint: install-dev
 	$(BIN)/ruff format --check .
 
 typecheck: install-dev
-	$(BIN)/mypy service client training tests scripts benchmarks
+	$(BIN)/mypy service digitcode training tests scripts benchmarks
 
 pytest: install-dev
 	$(BIN)/python -m pytest -q
@@ -78,10 +80,10 @@ evaluate: install-dev
 # Re-resolve the lock files after changing dependencies in pyproject.toml.
 lock: venv
 	$(BIN)/python -m pip install --quiet uv
-	$(BIN)/uv pip compile pyproject.toml --generate-hashes --python-version 3.11 --universal \
-		-o requirements.lock
-	$(BIN)/uv pip compile pyproject.toml --extra dev --generate-hashes --python-version 3.11 \
-		--universal -o requirements-dev.lock
+	$(BIN)/uv pip compile --group pyproject.toml:serve --generate-hashes --python-version 3.11 \
+		--universal -o requirements.lock
+	$(BIN)/uv pip compile pyproject.toml --group pyproject.toml:dev --generate-hashes \
+		--python-version 3.11 --universal -o requirements-dev.lock
 
 # Known vulnerabilities in the locked service dependencies. Needs the vulnerability database
 # (internet), so it is not part of CI here.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -63,6 +64,27 @@ def assert_same_in_model_precision(actual: Any, expected: np.ndarray) -> None:
     np.testing.assert_allclose(
         np.asarray(actual, dtype=np.float64).astype(expected.dtype), expected, rtol=1e-5, atol=2e-5
     )
+
+
+def fresh_copy(dest: Path) -> Path:
+    """The working tree as a fresh clone would hold it, uncommitted changes included.
+
+    The files git would check out plus new files not ignored; no .venv, stamps or caches. (A
+    `git clone` would test the last commit, not the Makefile being changed.)
+    """
+    names = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    ).stdout.decode()
+    for name in filter(None, names.split("\0")):
+        source = ROOT / name
+        if source.is_file():  # a tracked file deleted in the working tree is not copied
+            target = dest / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, target)
+    return dest
 
 
 def write_optdigits(path: Path, X: np.ndarray, y: np.ndarray) -> Path:

@@ -20,13 +20,16 @@ from pathlib import Path
 import pytest
 from packaging.markers import Marker
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.conftest import fresh_copy
+
 VENV = ".venv"
 MAX_SERVE_VENV_MB = 250
 # Development-only packages (import names) that must not be in the venv `make serve` creates.
 DEV_ONLY = ("sklearn", "matplotlib", "mypy", "pytest", "schemathesis", "ruff")
-# What `python -m venv` puts in every venv, besides the locked packages and the project.
+# What `python -m venv` puts in every venv, besides the locked packages.
 VENV_BASE = {"pip", "setuptools", "wheel"}
+# The step that installs the client distribution (editable) in the development venv.
+CLIENT_STEP = "--no-deps -e ."
 TIMEOUT = 600  # s, per make process; a cold install takes about a minute
 
 pytestmark = [
@@ -40,27 +43,6 @@ class Run:
     target: str
     returncode: int
     output: str
-
-
-def fresh_copy(dest: Path) -> Path:
-    """The working tree as a fresh clone would hold it, uncommitted changes included.
-
-    The files git would check out plus new files not ignored; no .venv, stamps or caches. (A
-    `git clone` would test the last commit, not the Makefile being changed.)
-    """
-    names = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=ROOT,
-        check=True,
-        capture_output=True,
-    ).stdout.decode()
-    for name in filter(None, names.split("\0")):
-        source = ROOT / name
-        if source.is_file():  # a tracked file deleted in the working tree is not copied
-            target = dest / name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(source, target)
-    return dest
 
 
 def make_env() -> dict[str, str]:
@@ -182,13 +164,15 @@ def test_serve_and_test_installs_started_together_both_succeed(installs):
     # One after the other: each step ran once, in whichever make got to it first; the other
     # found it done. (Two makes that only check stamps both start every step.)
     output = installs["both/runtime"][1].output + installs["both/dev"][1].output
-    for step in ("-m venv", "-r requirements.lock", "-r requirements-dev.lock"):
+    for step in ("-m venv", "-r requirements.lock", "-r requirements-dev.lock", CLIENT_STEP):
         assert output.count(step) == 1, f"{step!r} not run exactly once:\n{output}"
-    # Whichever took the lock first, the venv now holds both locks and the project.
+    # Whichever took the lock first, the venv now holds both locks and the client.
     assert (repo / VENV / ".installed-runtime").is_file()
     assert (repo / VENV / ".installed-dev").is_file()
-    assert all(importable(repo, ("service", "fastapi", "sklearn", "matplotlib", "mypy")).values())
-    assert installed_distributions(repo) >= locked_names(repo / "requirements-dev.lock")
+    names = ("service", "digitcode", "fastapi", "sklearn", "matplotlib", "mypy")
+    assert all(importable(repo, names).values())
+    project = normalize(tomllib.loads((repo / "pyproject.toml").read_text())["project"]["name"])
+    assert installed_distributions(repo) >= locked_names(repo / "requirements-dev.lock") | {project}
     # Nothing left to do for either command.
     for target in ("install-runtime", "install-dev"):
         dry = dry_run(repo, target)
@@ -201,15 +185,16 @@ def test_serve_installs_the_runtime_lock_only_in_under_250_mb(installs):
     present = importable(repo, ("service", "fastapi", "uvicorn", *DEV_ONLY))
     assert present["service"] and present["fastapi"] and present["uvicorn"]
     assert not [name for name in DEV_ONLY if present[name]]
-    project = normalize(tomllib.loads((repo / "pyproject.toml").read_text())["project"]["name"])
+    # Not even the client distribution: the server runs from the repository.
     extra = installed_distributions(repo) - locked_names(repo / "requirements.lock")
-    assert extra <= VENV_BASE | {project}, extra
+    assert extra <= VENV_BASE, extra
     size = venv_megabytes(repo)
     assert size < MAX_SERVE_VENV_MB, f"{size} MB"
     # The stamps say what is installed: the runtime lock, not the development one ...
     assert (repo / VENV / ".installed-runtime").is_file()
     assert not (repo / VENV / ".installed-dev").exists()
-    # ... so the `make test` that comes next adds the development lock, and only that.
+    # ... so the `make test` that comes next adds the development lock and the client, only.
     dry = dry_run(repo, "install-dev")
     installs_run = [line for line in dry.splitlines() if "pip install" in line]
-    assert len(installs_run) == 1 and "-r requirements-dev.lock" in installs_run[0], dry
+    assert len(installs_run) == 2, dry
+    assert "-r requirements-dev.lock" in installs_run[0] and CLIENT_STEP in installs_run[1], dry

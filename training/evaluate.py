@@ -273,7 +273,8 @@ Each pair: the test digit (left) and its reconstruction (right), with its error.
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="digitcode-evaluate", description="Evaluate a model on the test file; write a report."
+        prog="python -m training.evaluate",
+        description="Evaluate a model on the test file; write a report.",
     )
     p.add_argument("--model", required=True, type=Path, help="artifact directory")
     p.add_argument("--train", required=True, type=Path, help="the training file (.tra)")

@@ -364,7 +364,8 @@ def pca_mse(Xs_train: Array, Xs_eval: Array, n_components: int = 2) -> float:
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="digitcode-train", description="Train the digit autoencoder and write an artifact."
+        prog="python -m training.train",
+        description="Train the digit autoencoder and write an artifact.",
     )
     p.add_argument("--train", required=True, type=Path, help="optdigits training file (.tra)")
     p.add_argument("--out", required=True, type=Path, help="artifact directory to (re)write")

@@ -50,9 +50,9 @@ import numpy as np
 from numpy.typing import NDArray
 from tqdm import tqdm
 
-from client._client import DEFAULT_BATCH_SIZE, DEFAULT_URL, Client
-from client._exceptions import APIError, ClientError, DigitcodeError, describe_detail
-from client._operations import OPERATIONS
+from digitcode._client import DEFAULT_BATCH_SIZE, DEFAULT_URL, Client
+from digitcode._exceptions import APIError, ClientError, DigitcodeError, describe_detail
+from digitcode._operations import OPERATIONS
 
 __all__ = ["InputError", "Table", "main", "read_input", "read_rows"]
 

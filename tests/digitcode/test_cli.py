@@ -4,13 +4,13 @@ import re
 import numpy as np
 import pytest
 
-from client import Client
-from client.cli import InputError, main, read_rows
+from digitcode import Client
+from digitcode.cli import InputError, main, read_rows
 from service.app import create_app
 from service.repository import load_repository
 from service.settings import Settings
-from tests.client.conftest import transport_into
 from tests.conftest import assert_same_in_model_precision, synthetic_digits, write_optdigits
+from tests.digitcode.conftest import transport_into
 
 HEADER = ",".join([f"p{i}" for i in range(64)] + ["label"])
 

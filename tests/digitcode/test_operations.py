@@ -1,6 +1,6 @@
 """The client's table of endpoints agrees with the service's (the client cannot import it)."""
 
-from client._operations import OPERATIONS
+from digitcode._operations import OPERATIONS
 from service.operations import NATIVE
 
 

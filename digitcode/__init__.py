@@ -1,12 +1,12 @@
 """digitcode client: talk to the service over HTTP with numpy arrays.
 
->>> from client import Client                                   # doctest: +SKIP
+>>> from digitcode import Client                                   # doctest: +SKIP
 >>> with Client("http://127.0.0.1:8000") as c:                  # doctest: +SKIP
 ...     Z = c.encode(X)                                         # (n, 64) -> (n, 2)
 """
 
-from client._client import DEFAULT_BATCH_SIZE, DEFAULT_URL, AsyncClient, Client
-from client._exceptions import APIError, ClientError, DigitcodeError, ServerError, TransportError
+from digitcode._client import DEFAULT_BATCH_SIZE, DEFAULT_URL, AsyncClient, Client
+from digitcode._exceptions import APIError, ClientError, DigitcodeError, ServerError, TransportError
 
 __all__ = [
     "DEFAULT_BATCH_SIZE",

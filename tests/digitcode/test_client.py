@@ -4,7 +4,7 @@ import httpx
 import numpy as np
 import pytest
 
-from client import APIError, AsyncClient, Client, ClientError, ServerError, TransportError
+from digitcode import APIError, AsyncClient, Client, ClientError, ServerError, TransportError
 from tests.conftest import assert_same_in_model_precision
 
 

@@ -1,7 +1,7 @@
 """The service's endpoints as the client sees them: the one table the library and CLI read.
 
 The client talks HTTP only and imports nothing from the service; this mirrors the service's
-``service/operations.py`` for the three native endpoints (``tests/client`` checks they agree).
+``service/operations.py`` for the three native endpoints (``tests/digitcode`` checks they agree).
 """
 
 from __future__ import annotations

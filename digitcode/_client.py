@@ -11,8 +11,8 @@ import httpx
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from client._exceptions import APIError, ClientError, ServerError, TransportError, shift_rows
-from client._operations import OPERATIONS, Operation
+from digitcode._exceptions import APIError, ClientError, ServerError, TransportError, shift_rows
+from digitcode._operations import OPERATIONS, Operation
 
 __all__ = ["DEFAULT_BATCH_SIZE", "DEFAULT_URL", "AsyncClient", "Client"]
 
