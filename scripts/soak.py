@@ -4,9 +4,11 @@
 
 Starts ``python -m service`` on a free port, warms it up, records its resident memory, then
 sends a rotating mix of good requests and bad ones (wrong lengths, non-finite literals, wrong
-content types, oversized batches, pickled ``.npy``, unknown paths) for the duration. Every
-answer must have exactly the status its request calls for. Exits non-zero when any answer is
-unexpected, any connection fails, or the resident memory grew by 10 % or more.
+content types, oversized batches, maximum-size bodies, pickled ``.npy``, unknown paths) for the
+duration, while slow clients trickle request bodies at 1 byte/s (each must be cut with 408
+within the body grace period and a few seconds). Every answer must have exactly the status its
+request calls for. Exits non-zero when any answer is unexpected, any connection fails, or the
+resident memory grew by 10 % or more.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 MAX_BATCH = 1000
 RSS_GROWTH_LIMIT = 0.10
+SLOW_CLIENTS = 20
+SLOW_CUT_WITHIN = 5 + 3  # s: the default body grace period, and the sweep and some slack
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,7 @@ def _json_rows(rows: np.ndarray, key: str = "vectors") -> bytes:
 def probes() -> list[Probe]:
     rng = np.random.default_rng(0)
     digits = rng.integers(0, 17, size=(100, 64)).astype(np.float64)
+    full_precision = rng.random((MAX_BATCH, 64)) * 16  # the largest body a batch can be
     one = _json_rows(digits[:1])
     nan_row = b'{"vectors": [[' + b",".join([b"1"] * 63 + [b"NaN"]) + b"]]}"
     return [
@@ -75,6 +80,7 @@ def probes() -> list[Probe]:
         Probe("empty batch", "POST", "/decode", 422, b'{"latent": []}'),
         Probe("text/plain", "POST", "/encode", 415, one, "text/plain"),
         Probe("too many rows", "POST", "/encode", 413, _json_rows(np.ones((MAX_BATCH + 1, 64)))),
+        Probe("maximum batch", "POST", "/reconstruct", 200, _json_rows(full_precision)),
         Probe(
             "pickled npy",
             "POST",
@@ -131,7 +137,37 @@ async def drive(url: str, seconds: float, concurrency: int) -> tuple[Counter[str
                         f"{probe.name}: expected {probe.expected}, got {response.status_code}"
                     )
 
-    await asyncio.gather(*(worker(k) for k in range(concurrency)))
+    async def slow_client(host: str, port: int) -> None:
+        """Bodies at 1 byte/s, one connection after another: each must be cut with 408."""
+        while time.monotonic() < deadline - SLOW_CUT_WITHIN:
+            reader, writer = await asyncio.open_connection(host, port)
+            writer.write(
+                b"POST /encode HTTP/1.1\r\nHost: soak\r\nContent-Type: application/json\r\n"
+                b"Content-Length: 10000\r\n\r\n"
+            )
+            started = time.monotonic()
+            answer = asyncio.ensure_future(reader.read())
+            while not answer.done() and time.monotonic() - started < SLOW_CUT_WITHIN:
+                try:
+                    writer.write(b" ")
+                    await writer.drain()
+                except ConnectionError:
+                    break
+                await asyncio.wait([answer], timeout=1.0)
+            try:
+                data = await asyncio.wait_for(answer, 5)
+            except (TimeoutError, ConnectionError) as exc:
+                data = f"({type(exc).__name__})".encode()
+            writer.close()
+            counts["slow body"] += 1
+            if not data.startswith(b"HTTP/1.1 408 "):
+                problems.append(f"slow body: expected 408, got {data[:40]!r}")
+
+    host, port = url.removeprefix("http://").split(":")
+    await asyncio.gather(
+        *(worker(k) for k in range(concurrency)),
+        *(slow_client(host, int(port)) for _ in range(SLOW_CLIENTS)),
+    )
     return counts, problems
 
 

@@ -16,6 +16,7 @@ import shutil
 import signal
 import sys
 import tempfile
+from functools import partial
 from types import FrameType
 
 from service.tuning import limit_blas_threads
@@ -32,6 +33,7 @@ def main() -> int:
     from pydantic import ValidationError
 
     from service.artifact import ArtifactError
+    from service.connections import GuardedHttpProtocol
     from service.observability import MULTIPROC_ENV
     from service.repository import load_repository
     from service.settings import get_settings
@@ -59,6 +61,8 @@ def main() -> int:
     # the process with status 143 after a clean shutdown.
     signal.signal(signal.SIGTERM, _drained)
     common = {
+        # uvicorn's httptools protocol, with limits on slow and oversized clients.
+        "http": partial(GuardedHttpProtocol, limits=settings.connection_limits()),
         "host": settings.host,
         "port": settings.port,
         "log_level": settings.log_level,

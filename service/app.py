@@ -20,7 +20,9 @@ from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from service.admission import Admission
 from service.dataplane import DataPlane
+from service.draining import Drain
 from service.endpoints import InferenceEndpoints
 from service.errors import RequestError, error_style
 from service.middleware import ApiKeyMiddleware, ConcurrencyLimitMiddleware
@@ -163,6 +165,7 @@ def create_app(settings: Settings | None = None, repository: Repository | None =
     settings = settings or get_settings()
     dataplane = DataPlane(settings.model_dir, settings.default_model, settings.max_batch)
     dataplane.repository = repository  # served at once (transports that run no lifespan)
+    drain = Drain(settings.drain_seconds)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -171,7 +174,10 @@ def create_app(settings: Settings | None = None, repository: Repository | None =
         keep_freed_memory()
         dataplane.load(repository)
         reload_on_hup = _install_sighup(lambda: reload_models(app))
+        drains = drain.install()  # after uvicorn's own handlers, in front of them
         yield
+        if drains:
+            drain.uninstall()
         if reload_on_hup:
             asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
 
@@ -192,14 +198,21 @@ def create_app(settings: Settings | None = None, repository: Repository | None =
     )
     application.state.settings = settings
     application.state.dataplane = dataplane
+    application.state.drain = drain
     # Added innermost first: the version header is on every answer, 401 and 503 included.
+    # The inference endpoints sit outside the slot limit: they take a slot once the body is in.
+    admission = Admission(settings.max_concurrency, settings.memory_budget)
+    application.state.admission = admission
+    application.add_middleware(ConcurrencyLimitMiddleware, admission=admission)
     application.add_middleware(
-        InferenceEndpoints, dataplane=dataplane, body_limit=settings.body_limit
+        InferenceEndpoints,
+        dataplane=dataplane,
+        body_limit=settings.body_limit,
+        admission=admission,
     )
-    application.add_middleware(ConcurrencyLimitMiddleware, limit=settings.max_concurrency)
     if settings.api_key is not None:
         application.add_middleware(ApiKeyMiddleware, api_key=settings.api_key.get_secret_value())
-    application.add_middleware(ObservabilityMiddleware, dataplane=dataplane)
+    application.add_middleware(ObservabilityMiddleware, dataplane=dataplane, drain=drain)
     application.add_exception_handler(RequestError, _request_error)
     application.add_exception_handler(StarletteHTTPException, _http_error)
     application.include_router(probes.router)

@@ -17,6 +17,8 @@ from functools import partial
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from service.admission import Admission
+from service.connections import CUT_STATE_KEY
 from service.dataplane import DataPlane
 from service.errors import RequestError, error_style, send_error
 from service.operations import NATIVE, OIP_INFER
@@ -45,12 +47,19 @@ def _handler(path: str) -> Handler | None:
 
 
 class InferenceEndpoints:
-    """Answers the ``POST`` paths of :mod:`service.operations`; passes everything else on."""
+    """Answers the ``POST`` paths of :mod:`service.operations`; passes everything else on.
 
-    def __init__(self, app: ASGIApp, dataplane: DataPlane, body_limit: int) -> None:
+    Each request reserves its memory from ``admission`` before its body is read, and takes a
+    slot only once the body has arrived (:mod:`service.admission`).
+    """
+
+    def __init__(
+        self, app: ASGIApp, dataplane: DataPlane, body_limit: int, admission: Admission
+    ) -> None:
         self.app = app
         self.dataplane = dataplane
         self.body_limit = body_limit
+        self.admission = admission
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         handler = _handler(scope["path"]) if scope["type"] == "http" else None
@@ -65,46 +74,88 @@ class InferenceEndpoints:
         for name, value in scope["headers"]:
             if name in _HEADERS:
                 headers[name] = value.decode("latin-1")
+        admission = self.admission
+        declared = headers.get(b"content-length")
+        size = None if declared is None else parse_length(declared)
+        reserved = 0  # bytes of memory reserved in admission
+        slot = False
 
         async def read_body() -> bytes:
-            return await read_limited(
-                _chunks(receive), headers.get(b"content-length"), self.body_limit
-            )
+            nonlocal reserved, slot
+            if size is None:  # no length declared (chunked): reserve as the body comes
+                growth = _Growth(admission, reserved)
+                try:
+                    body = await read_limited(
+                        _chunks(receive, scope, growth), None, self.body_limit
+                    )
+                finally:
+                    reserved += growth.reserved
+            else:
+                body = await read_limited(_chunks(receive, scope, None), size, self.body_limit)
+            admission.take_slot()
+            slot = True
+            return body
 
         error: RequestError | None = None
         try:
-            answer = await handler(self.dataplane, headers, read_body)
-        except RequestError as exc:
-            # Answered below, without the traceback: its frames may hold a parser's document,
-            # which must not outlive the request while the answer is being sent.
-            error = exc.with_traceback(None)
-        if error is not None:
-            await send_error(send, error, error_style(scope["path"]))
-            return
-        state = scope.setdefault("state", {})
-        state["served"] = answer.inference.served
-        state["vectors"] = answer.inference.rows
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [
-                    (b"content-type", answer.media_type.encode()),
-                    (b"content-length", str(len(answer.payload)).encode()),
-                    *answer.headers,
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": answer.payload})
+            try:
+                if size is not None and size > self.body_limit:
+                    raise _too_large(self.body_limit)
+                reserved = admission.reserve(size or 0)
+                answer = await handler(self.dataplane, headers, read_body)
+            except RequestError as exc:
+                # Answered below, without the traceback: its frames may hold a parser's
+                # document, which must not outlive the request while the answer is being sent.
+                error = exc.with_traceback(None)
+            if error is not None:
+                await send_error(send, error, error_style(scope["path"]))
+                return
+            state = scope.setdefault("state", {})
+            state["served"] = answer.inference.served
+            state["vectors"] = answer.inference.rows
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [
+                        (b"content-type", answer.media_type.encode()),
+                        (b"content-length", str(len(answer.payload)).encode()),
+                        *answer.headers,
+                    ],
+                }
+            )
+            await send({"type": "http.response.body", "body": answer.payload})
+        finally:
+            if slot:
+                admission.give_slot()
+            if reserved:
+                admission.release(reserved)
 
 
-async def _chunks(receive: Receive) -> AsyncIterator[bytes]:
+class _Growth:
+    """Memory reserved for a body of undeclared length, chunk by chunk, beyond ``held``."""
+
+    def __init__(self, admission: Admission, held: int) -> None:
+        self.admission = admission
+        self.held = held
+        self.reserved = 0
+
+    def add(self, body_bytes: int) -> None:
+        self.reserved += self.admission.grow(body_bytes, self.held + self.reserved)
+
+
+async def _chunks(receive: Receive, scope: Scope, growth: _Growth | None) -> AsyncIterator[bytes]:
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
+            cut: RequestError | None = scope.get("state", {}).get(CUT_STATE_KEY)
+            if cut is not None:  # cut by service.connections (too slow), which answered it
+                raise cut
             raise RequestError.one(400, ["body"], "Client disconnected", "disconnected")
         body: bytes = message.get("body", b"")
         if body:
+            if growth is not None:
+                growth.add(len(body))
             yield body
         if not message.get("more_body", False):
             return
@@ -116,15 +167,12 @@ def _too_large(limit: int) -> RequestError:
     )
 
 
-async def read_limited(
-    chunks: AsyncIterator[bytes], declared_length: str | None, limit: int
-) -> bytes:
+async def read_limited(chunks: AsyncIterator[bytes], declared: int | None, limit: int) -> bytes:
     """The whole body, refusing (413) as soon as it exceeds ``limit`` bytes.
 
-    Checked against Content-Length before reading and again while streaming, so an oversized
-    body is never buffered in full.
+    Checked against the declared Content-Length before reading and again while streaming, so
+    an oversized body is never buffered in full.
     """
-    declared = None if declared_length is None else parse_length(declared_length)
     if declared is not None and declared > limit:
         raise _too_large(limit)
     parts: list[bytes] = []

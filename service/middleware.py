@@ -11,6 +11,7 @@ import hmac
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from service.admission import Admission
 from service.errors import RequestError, error_style, send_error
 from service.operations import DOCS_PATHS, PROBE_PATHS
 
@@ -53,31 +54,27 @@ class ApiKeyMiddleware:
 
 
 class ConcurrencyLimitMiddleware:
-    """Answers 503 at once when ``limit`` requests are already in flight in this worker.
+    """Answers 503 at once when all of the worker's slots (:class:`Admission`) are taken.
 
     Queueing without bound only turns overload into timeouts for everyone; a quick 503 with
-    ``Retry-After`` lets clients and load balancers back off. Probes are never refused.
+    ``Retry-After`` lets clients and load balancers back off. Probes are never refused. The
+    inference endpoints, outside this middleware, take their slot after reading the body.
     """
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+    def __init__(self, app: ASGIApp, admission: Admission) -> None:
         self.app = app
-        self.limit = limit
-        self.in_flight = 0
+        self.admission = admission
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in PROBE_PATHS:
             await self.app(scope, receive, send)
             return
-        if self.in_flight >= self.limit:
-            error = RequestError(
-                503,
-                f"Server busy: {self.in_flight} requests in flight (limit {self.limit}); "
-                "retry shortly",
-            )
+        try:
+            self.admission.take_slot()
+        except RequestError as error:
             await send_error(send, error, error_style(scope["path"]))
             return
-        self.in_flight += 1
         try:
             await self.app(scope, receive, send)
         finally:
-            self.in_flight -= 1
+            self.admission.give_slot()

@@ -31,6 +31,7 @@ from service.operations import endpoint_label
 
 if TYPE_CHECKING:
     from service.dataplane import DataPlane
+    from service.draining import Drain
     from service.repository import ServedModel
 
 __all__ = [
@@ -142,9 +143,10 @@ class ObservabilityMiddleware:
     the model the native endpoints serve.
     """
 
-    def __init__(self, app: ASGIApp, dataplane: DataPlane) -> None:
+    def __init__(self, app: ASGIApp, dataplane: DataPlane, drain: Drain) -> None:
         self.app = app
         self.dataplane = dataplane
+        self.drain = drain
         # labels() takes a lock and a lookup per call; the few label sets are kept here.
         self._series: dict[tuple[str, str, int, str, str], tuple[Any, Any]] = {}
         self._per_endpoint: dict[tuple[str, str, str], tuple[Any, Any]] = {}
@@ -188,6 +190,8 @@ class ObservabilityMiddleware:
                     (b"x-model-version", version.encode() if version else _NO_MODEL),
                     (b"x-request-id", request_id.encode()),
                 ]
+                if self.drain.draining:  # shutting down: the client's next request goes elsewhere
+                    message["headers"].append((b"connection", b"close"))
             await send(message)
 
         IN_FLIGHT.inc()

@@ -11,7 +11,13 @@ import os
 import sys
 from collections.abc import MutableMapping
 
-__all__ = ["BLAS_THREAD_VARIABLES", "KEEP_FREED_BYTES", "keep_freed_memory", "limit_blas_threads"]
+__all__ = [
+    "BLAS_THREAD_VARIABLES",
+    "KEEP_FREED_BYTES",
+    "keep_freed_memory",
+    "limit_blas_threads",
+    "release_freed_memory",
+]
 
 BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 # glibc's mallopt parameters (malloc.h).
@@ -60,3 +66,21 @@ def keep_freed_memory() -> bool:
     return bool(
         mallopt(_M_MMAP_THRESHOLD, MMAP_FROM_BYTES) and mallopt(_M_TRIM_THRESHOLD, KEEP_FREED_BYTES)
     )
+
+
+def release_freed_memory() -> bool:
+    """Hand the heap memory freed so far back to the system (glibc's ``malloc_trim``).
+
+    :func:`keep_freed_memory` keeps up to ``KEEP_FREED_BYTES`` for reuse, and memory freed in
+    the middle of the heap is never returned by itself; after a burst of large requests this
+    brings the worker back to about its idle size. Takes about a millisecond. Returns whether
+    glibc released anything (False outside glibc).
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return False
+    trim.argtypes = [ctypes.c_size_t]
+    return bool(trim(0))

@@ -148,6 +148,14 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def rss_mib(pid: int, field: str = "VmRSS") -> float:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    raise AssertionError(f"no {field} for {pid}")
+
+
 @contextmanager
 def running_service(
     settings: dict[str, str], **popen: Any
@@ -158,7 +166,9 @@ def running_service(
     unless the test already did.
     """
     port = free_port()
-    env = {**os.environ, "DIGITCODE_PORT": str(port), **settings}
+    # No drain on SIGTERM unless a test asks for one (tests/service/test_drain.py): each stop
+    # would wait out the default 5 s.
+    env = {**os.environ, "DIGITCODE_PORT": str(port), "DIGITCODE_DRAIN_SECONDS": "0", **settings}
     server = subprocess.Popen(
         [sys.executable, "-m", "service"], cwd=ROOT, env=env, text=True, **popen
     )

@@ -8,7 +8,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
-from service.dependencies import dataplane_of, native_model
+from service.dependencies import dataplane_of, ready_model
 from service.protocols.oip import DATATYPES
 from service.schemas import (
     OipError,
@@ -25,7 +25,7 @@ __all__ = ["router"]
 router = APIRouter(prefix="/v2", tags=["open inference protocol"])
 
 _NOT_READY: dict[int | str, dict[str, Any]] = {
-    503: {"model": OipError, "description": "No model loaded yet."}
+    503: {"model": OipError, "description": "No model loaded yet, or draining."}
 }
 _UNKNOWN: dict[int | str, dict[str, Any]] = {
     404: {"model": OipError, "description": "Unknown model or version."}
@@ -54,7 +54,7 @@ async def live() -> OipLive:
 
 @router.get("/health/ready", response_model=OipReady, responses=_NOT_READY, summary="Server ready")
 async def ready(request: Request) -> OipReady:
-    native_model(request)  # 503 while nothing is loaded
+    ready_model(request)  # 503 while nothing is loaded, or draining
     return OipReady(ready=True)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
-from service.dependencies import native_model
+from service.dependencies import native_model, ready_model
 from service.schemas import ErrorResponse, Health, ModelInfo
 
 __all__ = ["router"]
@@ -20,11 +20,11 @@ async def healthz() -> Health:
 @router.get(
     "/readyz",
     response_model=Health,
-    responses={503: {"model": ErrorResponse, "description": "Model not loaded yet."}},
-    summary="Readiness: the model is loaded",
+    responses={503: {"model": ErrorResponse, "description": "Model not loaded yet, or draining."}},
+    summary="Readiness: the model is loaded and the server is not shutting down",
 )
 async def readyz(request: Request) -> Health:
-    native_model(request)
+    ready_model(request)
     return Health(status="ready")
 
 

@@ -6,7 +6,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from service.settings import Settings
+from service.admission import memory_needed
+from service.settings import WORKER_BASE_MEMORY, Settings, budget_for
 from tests.conftest import ROOT
 
 MANIFESTS = sorted((ROOT / "deploy" / "k8s").glob("*.yaml"))
@@ -73,3 +74,37 @@ def test_configmap_keys_are_real_settings():
 def test_hpa_targets_the_deployment():
     hpa = _by_kind()["HorizontalPodAutoscaler"]
     assert hpa["spec"]["scaleTargetRef"]["name"] == _by_kind()["Deployment"]["metadata"]["name"]
+
+
+def _bytes(quantity: str) -> int:
+    """A Kubernetes memory quantity (``256Mi``, ``1Gi``, ``300M``) in bytes."""
+    units = {"Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30, "K": 10**3, "M": 10**6, "G": 10**9}
+    for suffix, factor in units.items():
+        if quantity.endswith(suffix):
+            return int(quantity.removesuffix(suffix)) * factor
+    return int(quantity)
+
+
+def _container_settings() -> tuple[dict, Settings]:
+    kinds = _by_kind()
+    (container,) = kinds["Deployment"]["spec"]["template"]["spec"]["containers"]
+    env = {k.removeprefix("DIGITCODE_").lower(): v for k, v in kinds["ConfigMap"]["data"].items()}
+    return container, Settings(**env)
+
+
+def test_memory_limit_gives_each_worker_its_budget_and_the_largest_request_fits():
+    container, settings = _container_settings()
+    limit = _bytes(container["resources"]["limits"]["memory"])
+    # What the service derives in this container (README "Memory"): per worker, the limit
+    # less what a worker needs besides its requests.
+    budget = budget_for(limit, settings.workers)
+    assert budget == limit // settings.workers - WORKER_BASE_MEMORY
+    assert budget >= memory_needed(settings.body_limit), "the largest request would be 413"
+    assert _bytes(container["resources"]["requests"]["memory"]) >= WORKER_BASE_MEMORY
+
+
+def test_termination_grace_period_covers_drain_and_shutdown():
+    pod = _by_kind()["Deployment"]["spec"]["template"]["spec"]
+    _, settings = _container_settings()
+    needed = settings.drain_seconds + settings.shutdown_timeout
+    assert pod["terminationGracePeriodSeconds"] > needed
