@@ -156,6 +156,20 @@ def rss_mib(pid: int, field: str = "VmRSS") -> float:
     raise AssertionError(f"no {field} for {pid}")
 
 
+def worker_pids(parent: int) -> set[int]:
+    """PIDs of the worker processes uvicorn's supervisor spawned under ``parent``."""
+    pids = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(fields[1]) == parent and b"spawn_main" in cmdline:
+            pids.add(int(stat.parent.name))
+    return pids
+
+
 @contextmanager
 def running_service(
     settings: dict[str, str], **popen: Any

@@ -12,12 +12,11 @@ import os
 import signal
 import threading
 import time
-from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.conftest import running_service
+from tests.conftest import running_service, worker_pids
 
 pytestmark = pytest.mark.slow
 
@@ -25,28 +24,11 @@ CLIENTS = 8
 ONE = {"vectors": [[1.0] * 64]}
 
 
-def workers_of(pid: int) -> set[int]:
-    """The worker processes of the server ``pid`` (its children that serve, by command line)."""
-    found = set()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            cmdline = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        parent = int(stat.rsplit(")", 1)[1].split()[1])
-        if parent == pid and b"multiprocessing.spawn import spawn_main" in cmdline:
-            found.add(int(entry.name))
-    return found
-
-
 def test_a_killed_worker_is_replaced_and_the_other_keeps_serving():
     settings = {"DIGITCODE_WORKERS": "2", "DIGITCODE_LOG_LEVEL": "warning"}
     with running_service(settings) as (server, url):
         deadline = time.monotonic() + 30
-        while len(workers := workers_of(server.pid)) < 2:
+        while len(workers := worker_pids(server.pid)) < 2:
             assert time.monotonic() < deadline, "two workers never started"
             time.sleep(0.1)
         outcomes: list[tuple[int, float, bool]] = []  # client, when sent, succeeded
@@ -73,7 +55,7 @@ def test_a_killed_worker_is_replaced_and_the_other_keeps_serving():
             killed = time.monotonic()
             os.kill(victim, signal.SIGKILL)
             while True:
-                now_workers = workers_of(server.pid)
+                now_workers = worker_pids(server.pid)
                 if len(now_workers) == 2 and victim not in now_workers:
                     break
                 assert time.monotonic() < killed + 30, f"no replacement: {now_workers}"

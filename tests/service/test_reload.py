@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 from service.app import create_app, reload_models
 from service.artifact import WEIGHTS_FILE, Artifact, load_artifact, save_artifact
 from service.settings import Settings
-from tests.conftest import DEFAULT_MODEL, running_service
+from tests.conftest import DEFAULT_MODEL, running_service, worker_pids
 
 # What the loader says about the bad model below (service.artifact.load_artifact).
 MISMATCH = "does not match the manifest's"
@@ -72,20 +72,6 @@ def _versions(url: str, n: int = 6) -> set[str]:
     return seen
 
 
-def _worker_pids(parent: int) -> set[int]:
-    """PIDs of the worker processes uvicorn's supervisor spawned under ``parent``."""
-    pids = set()
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            cmdline = (stat.parent / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if int(fields[1]) == parent and b"spawn_main" in cmdline:
-            pids.add(int(stat.parent.name))
-    return pids
-
-
 def _wait_for(predicate: Callable[[], object], what: str, log: Path, seconds: float = 60) -> None:
     """Poll ``predicate`` until it is true; fail the test, with the server's log, if it never is."""
     deadline = time.monotonic() + seconds
@@ -126,17 +112,17 @@ def test_sighup_reloads_and_a_bad_model_keeps_the_old(tmp_path, workers):
         old = _versions(url)
         new = _write_variant(model_dir, 0.02)
         assert old == {load_artifact(DEFAULT_MODEL).model_version} != {new}
-        before = _worker_pids(server.pid)
+        before = worker_pids(server.pid)
         assert len(before) == (workers if workers > 1 else 0)
         server.send_signal(signal.SIGHUP)
         # With two workers the restart is rolling: wait until no original worker is left.
         _wait_for(
-            lambda: len(now := _worker_pids(server.pid)) == len(before) and not before & now,
+            lambda: len(now := worker_pids(server.pid)) == len(before) and not before & now,
             "every worker to be replaced",
             log_path,
         )
         _wait_for(lambda: _versions(url) == {new}, "the new model to go live", log_path)
-        serving = _worker_pids(server.pid)
+        serving = worker_pids(server.pid)
         assert REFUSED[workers] not in log_path.read_text()
 
         bad = _write_bad(model_dir)
@@ -147,7 +133,7 @@ def test_sighup_reloads_and_a_bad_model_keeps_the_old(tmp_path, workers):
         log = log_path.read_text()
         assert MISMATCH in log  # refused for the reason the bad model has
         assert _versions(url, 10) == {new} != {bad}
-        assert _worker_pids(server.pid) == serving  # no worker replaced, none gone
+        assert worker_pids(server.pid) == serving  # no worker replaced, none gone
         with httpx.Client(base_url=url) as c:
             assert c.post("/encode", json={"vectors": [[1] * 64]}).status_code == 200
             assert f'model_version="{bad}"' not in c.get("/metrics").text
