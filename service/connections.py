@@ -42,6 +42,9 @@ SWEEP_SECONDS = 0.5
 # After an error answer, read and drop the client's bytes for this long, or this many.
 _LINGER_S = 2.0
 _LINGER_MAX_BYTES = 256 * 1024
+# At shutdown, a connection accepted with nothing received yet most likely has its request on
+# the way (its client connected just before the listener closed): it gets this long to send it.
+_SHUTDOWN_GRACE_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -118,6 +121,31 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         if self._linger is not None:
             self._linger.cancel()
         super().connection_lost(exc)
+
+    def shutdown(self) -> None:
+        """Called by uvicorn when the server shuts down (after the drain, once the listener is
+        closed): idle connections close, requests in flight finish and then close.
+
+        Unlike uvicorn, a connection just opened (nothing received yet) is not closed at once
+        but after :data:`_SHUTDOWN_GRACE_S`, and one whose request headers are arriving once
+        they are in: in a rolling restart the other workers keep the port open and clients
+        keep connecting, and closing a connection its client has just opened (and may already
+        be writing to) fails the request. What arrives in time is served, with ``Connection:
+        close`` (the service is draining).
+        """
+        self._shut_down(first=True)
+
+    def _shut_down(self, first: bool = False) -> None:
+        cycle = self.cycle
+        starting = (
+            not self._cut and self._phase == _HEADERS and (cycle is None or cycle.response_complete)
+        )
+        # A request starting: wait once for it to come; while its headers come, for them (the
+        # header timeout bounds that wait).
+        if starting and (first or self._phase_bytes):
+            self.loop.call_later(_SHUTDOWN_GRACE_S, self._shut_down)
+        else:
+            HttpToolsProtocol.shutdown(self)
 
     # Hot path: plain base-class calls (no super() object), and no override of the callbacks
     # that need none (a request pipelined behind another in one read gets its header clock

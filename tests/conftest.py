@@ -7,9 +7,11 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -205,3 +207,35 @@ def running_service(
                 server.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 server.kill()
+
+
+@dataclass
+class Outcome:
+    """One request of :func:`client_loop`."""
+
+    started: float  # time.monotonic() when the request was sent
+    status: int | None  # None: a transport error
+    connection: str  # the answer's Connection header
+    version: str  # the answer's X-Model-Version header
+
+
+def client_loop(url: str, outcomes: list[Outcome], stop: threading.Event, body: Any) -> None:
+    """One keep-alive client: ``POST /encode`` with ``body`` until ``stop``, outcomes recorded."""
+    with httpx.Client(base_url=url, timeout=30) as client:
+        while not stop.is_set():
+            started = time.monotonic()
+            try:
+                answer = client.post("/encode", json=body)
+            except httpx.TransportError:
+                outcomes.append(Outcome(started, None, "", ""))
+                time.sleep(0.05)  # e.g. the listener has closed: no busy loop until the end
+                continue
+            headers = answer.headers
+            outcomes.append(
+                Outcome(
+                    started,
+                    answer.status_code,
+                    headers.get("connection", ""),
+                    headers.get("x-model-version", ""),
+                )
+            )

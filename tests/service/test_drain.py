@@ -9,44 +9,23 @@ closed: by then a real balancer has stopped sending them.
 
 from __future__ import annotations
 
+import json
 import signal
+import socket
 import threading
 import time
-from dataclasses import dataclass
 
 import httpx
 import numpy as np
 import pytest
 
-from tests.conftest import running_service
+from tests.conftest import Outcome, client_loop, running_service
 
 pytestmark = pytest.mark.slow
 
 CLIENTS = 16
 DRAIN_SECONDS = 2.0
 BODY = {"vectors": np.full((1000, 64), 7.0).tolist()}
-
-
-@dataclass
-class Outcome:
-    started: float  # time.monotonic() when the request was sent
-    status: int | None  # None: a transport error
-    connection: str  # the answer's Connection header
-
-
-def client_loop(url: str, outcomes: list[Outcome], stop: threading.Event) -> None:
-    with httpx.Client(base_url=url, timeout=30) as client:
-        while not stop.is_set():
-            started = time.monotonic()
-            try:
-                answer = client.post("/encode", json=BODY)
-            except httpx.TransportError:
-                outcomes.append(Outcome(started, None, ""))
-                time.sleep(0.05)  # the listener has closed: no busy loop until the end
-                continue
-            outcomes.append(
-                Outcome(started, answer.status_code, answer.headers.get("connection", ""))
-            )
 
 
 @pytest.mark.parametrize("run", range(10))
@@ -60,7 +39,8 @@ def test_sigterm_under_keep_alive_load_fails_no_request_started_before_it(run):
         outcomes: list[Outcome] = []
         stop = threading.Event()
         threads = [
-            threading.Thread(target=client_loop, args=(url, outcomes, stop)) for _ in range(CLIENTS)
+            threading.Thread(target=client_loop, args=(url, outcomes, stop, BODY))
+            for _ in range(CLIENTS)
         ]
         for thread in threads:
             thread.start()
@@ -88,3 +68,47 @@ def test_sigterm_under_keep_alive_load_fails_no_request_started_before_it(run):
     assert during, "nothing was served during the drain"
     assert all(o.connection == "close" for o in during)
     assert stopped - signalled >= DRAIN_SECONDS
+
+
+def test_a_connection_opened_just_before_shutdown_is_served_not_dropped():
+    """The listener closes while a client has just connected: its request is still answered.
+
+    In a rolling restart other workers keep the port open, so clients keep connecting to a
+    worker until the moment it stops listening; closing such a connection (uvicorn closes every
+    connection without a request in flight) would fail a request the client may already be
+    sending. A connection that never sends anything is closed soon after.
+    """
+    with running_service({"DIGITCODE_WORKERS": "1"}) as (server, url):
+        address = ("127.0.0.1", int(url.rsplit(":", 1)[1]))
+        opened, silent = socket.create_connection(address), socket.create_connection(address)
+        # Accepted in order: once a later connection is answered, these two are accepted.
+        assert httpx.get(url + "/healthz").status_code == 200
+        server.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        while True:  # until the listener is closed (and uvicorn has shut connections down)
+            try:
+                socket.create_connection(address).close()
+            except ConnectionRefusedError:
+                break
+            assert time.monotonic() < deadline, "the listener never closed"
+            time.sleep(0.01)
+        body = json.dumps({"vectors": [[7.0] * 64]}).encode()
+        opened.sendall(
+            b"POST /encode HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+            b"content-length: %d\r\n\r\n%s" % (len(body), body)
+        )
+        answer = _read_until_closed(opened)
+        assert answer.startswith(b"HTTP/1.1 200 "), answer[:200]
+        assert b"\r\nconnection: close\r\n" in answer.lower()
+        assert b'"latent"' in answer
+        assert _read_until_closed(silent) == b""
+        assert server.wait(timeout=30) == 0
+
+
+def _read_until_closed(sock: socket.socket) -> bytes:
+    sock.settimeout(30)
+    chunks = []
+    while chunk := sock.recv(65536):
+        chunks.append(chunk)
+    sock.close()
+    return b"".join(chunks)

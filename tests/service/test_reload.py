@@ -3,6 +3,7 @@ bad one and keeps serving the old."""
 
 import shutil
 import signal
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -14,7 +15,9 @@ from fastapi.testclient import TestClient
 from service.app import create_app, reload_models
 from service.artifact import WEIGHTS_FILE, Artifact, load_artifact, save_artifact
 from service.settings import Settings
-from tests.conftest import DEFAULT_MODEL, running_service, worker_pids
+from tests.conftest import DEFAULT_MODEL, Outcome, client_loop, running_service, worker_pids
+
+BODY = {"vectors": [[7.0] * 64] * 100}
 
 # What the loader says about the bad model below (service.artifact.load_artifact).
 MISMATCH = "does not match the manifest's"
@@ -138,3 +141,57 @@ def test_sighup_reloads_and_a_bad_model_keeps_the_old(tmp_path, workers):
             assert c.post("/encode", json={"vectors": [[1] * 64]}).status_code == 200
             assert f'model_version="{bad}"' not in c.get("/metrics").text
         assert server.poll() is None
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("run", range(3))
+def test_sighup_under_keep_alive_load_with_two_workers_fails_no_request(tmp_path, run):
+    """A rolling restart (uvicorn replaces each worker once its replacement is ready) while
+    eight keep-alive clients send requests: every request succeeds, before, during and after.
+
+    The listener stays open the whole time (other workers hold it), so unlike a SIGTERM of the
+    whole service no request may fail, not even one sent after the signal.
+    """
+    model_dir = tmp_path / "model"
+    shutil.copytree(DEFAULT_MODEL, model_dir)
+    settings = {
+        "DIGITCODE_MODEL_DIR": str(model_dir),
+        "DIGITCODE_WORKERS": "2",
+        "DIGITCODE_LOG_LEVEL": "warning",
+        "DIGITCODE_LOG_FORMAT": "plain",
+        "DIGITCODE_DRAIN_SECONDS": "1",
+    }
+    log_path = tmp_path / "server.log"
+    with (
+        log_path.open("w") as log_file,
+        running_service(settings, stderr=log_file) as (server, url),
+    ):
+        new = _write_variant(model_dir, 0.02)
+        outcomes: list[Outcome] = []
+        stop = threading.Event()
+        threads = [
+            threading.Thread(target=client_loop, args=(url, outcomes, stop, BODY)) for _ in range(8)
+        ]
+        for thread in threads:
+            thread.start()
+        try:
+            _wait_for(lambda: len(outcomes) > 50, "the service to come under load", log_path)
+            before = worker_pids(server.pid)
+            server.send_signal(signal.SIGHUP)
+            _wait_for(
+                lambda: len(now := worker_pids(server.pid)) == 2 and not before & now,
+                "every worker to be replaced",
+                log_path,
+            )
+            _wait_for(lambda: _versions(url) == {new}, "the new model to go live", log_path)
+            served = len(outcomes)
+            _wait_for(lambda: len(outcomes) > served + 50, "serving after it", log_path)
+        finally:
+            stop.set()
+            for thread in threads:
+                thread.join(timeout=30)
+        assert server.poll() is None
+    failed = [o for o in outcomes if o.status != 200]
+    assert not failed, f"{len(failed)} of {len(outcomes)} requests failed: {failed[:5]}"
+    versions = {o.version for o in outcomes}
+    assert new in versions and len(versions) == 2  # served by the old workers, then the new
