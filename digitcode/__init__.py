@@ -5,7 +5,7 @@
 ...     Z = c.encode(X)                                         # (n, 64) -> (n, 2)
 """
 
-from digitcode._client import DEFAULT_BATCH_SIZE, DEFAULT_URL, AsyncClient, Client
+from digitcode._client import DEFAULT_BATCH_SIZE, DEFAULT_URL, AsyncClient, Client, Outliers
 from digitcode._exceptions import APIError, ClientError, DigitcodeError, ServerError, TransportError
 
 __all__ = [
@@ -16,6 +16,7 @@ __all__ = [
     "Client",
     "ClientError",
     "DigitcodeError",
+    "Outliers",
     "ServerError",
     "TransportError",
 ]

@@ -5,16 +5,16 @@ from __future__ import annotations
 import io
 from collections.abc import Callable, Iterator
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, NamedTuple, Self
 
 import httpx
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from digitcode._exceptions import APIError, ClientError, ServerError, TransportError, shift_rows
-from digitcode._operations import OPERATIONS, Operation
+from digitcode._operations import OPERATIONS, OUTLIERS, Operation
 
-__all__ = ["DEFAULT_BATCH_SIZE", "DEFAULT_URL", "AsyncClient", "Client"]
+__all__ = ["DEFAULT_BATCH_SIZE", "DEFAULT_URL", "AsyncClient", "Client", "Outliers"]
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 DEFAULT_BATCH_SIZE = 1000
@@ -26,6 +26,28 @@ NPY_TYPE = "application/x-npy"
 
 Array = NDArray[np.float64]
 Progress = Callable[[int], None]
+
+
+class Outliers(NamedTuple):
+    """What :meth:`Client.outliers` answers for ``n`` vectors.
+
+    Attributes
+    ----------
+    vectors : ndarray of shape (n, 64)
+        The reconstructions, as :meth:`Client.reconstruct` gives them.
+    errors : ndarray of shape (n,)
+        Each vector's reconstruction error (scaled units).
+    is_outlier : ndarray of bool, shape (n,)
+        Whether the error is above the threshold.
+    threshold : ndarray of shape (n,)
+        The threshold each vector was judged by: the model's calibrated one (the same for all
+        unless the service reloaded another model between two batches).
+    """
+
+    vectors: Array
+    errors: Array
+    is_outlier: NDArray[np.bool_]
+    threshold: Array
 
 
 def _as_matrix(data: ArrayLike, width: int) -> Array:
@@ -64,7 +86,7 @@ def _request_args(op: Operation, batch: Array, binary: bool) -> dict[str, Any]:
         np.save(buffer, batch, allow_pickle=False)
         return {
             "content": buffer.getvalue(),
-            "headers": {"Content-Type": NPY_TYPE, "Accept": NPY_TYPE},
+            "headers": {"Content-Type": NPY_TYPE, "Accept": op.npy_accept},
         }
     return {"json": {op.input_key: batch.tolist()}}
 
@@ -74,9 +96,19 @@ def _answer(op: Operation, response: httpx.Response) -> list[Array]:
     if response.headers.get("content-type", "").startswith(NPY_TYPE):
         array = np.load(io.BytesIO(response.content), allow_pickle=False).astype(np.float64)
         # The outputs side by side as columns: /reconstruct is (n, 65), pixels then error.
-        return [array[:, where] for where in op.column_slices()]
-    payload = response.json()
-    return [np.asarray(payload[key], dtype=np.float64) for key, _ in op.outputs]
+        arrays = [array[:, where] for where in op.column_slices()]
+    else:
+        payload = response.json()
+        arrays = [np.asarray(payload[key], dtype=np.float64) for key, _ in op.outputs]
+    if op.threshold:
+        threshold = float(response.headers["x-outlier-threshold"])
+        arrays.append(np.full(len(arrays[0]), threshold))
+    return arrays
+
+
+def _outliers(arrays: list[Array]) -> Outliers:
+    vectors, errors, flags, threshold = arrays
+    return Outliers(vectors.reshape(-1, 64), errors, flags.astype(bool), threshold)
 
 
 def _join(parts: list[list[Array]], op: Operation) -> list[Array]:
@@ -153,8 +185,10 @@ class Client:
         _raise_for_status(response)
         return response
 
-    def _batched(self, name: str, data: ArrayLike, progress: Progress | None) -> list[Array]:
-        op = OPERATIONS[name]
+    def _batched(
+        self, name: str | Operation, data: ArrayLike, progress: Progress | None
+    ) -> list[Array]:
+        op = OPERATIONS[name] if isinstance(name, str) else name
         parts = []
         for start, batch in _batches(_as_matrix(data, op.input_width), self.batch_size):
             binary = self.binary_from is not None and len(batch) >= self.binary_from
@@ -179,6 +213,10 @@ class Client:
         """Reconstructions of shape (n, 64) and errors of shape (n,) for ``X`` of shape (n, 64)."""
         X_hat, errors = self._batched("reconstruct", X, progress)
         return X_hat.reshape(-1, 64), errors
+
+    def outliers(self, X: ArrayLike, progress: Progress | None = None) -> Outliers:
+        """:meth:`reconstruct` with outlier flags: ``X`` of shape (n, 64) → :class:`Outliers`."""
+        return _outliers(self._batched(OUTLIERS, X, progress))
 
     def model_info(self) -> dict[str, Any]:
         """The served model's manifest."""
@@ -237,8 +275,10 @@ class AsyncClient:
         _raise_for_status(response)
         return response
 
-    async def _batched(self, name: str, data: ArrayLike, progress: Progress | None) -> list[Array]:
-        op = OPERATIONS[name]
+    async def _batched(
+        self, name: str | Operation, data: ArrayLike, progress: Progress | None
+    ) -> list[Array]:
+        op = OPERATIONS[name] if isinstance(name, str) else name
         parts = []
         for start, batch in _batches(_as_matrix(data, op.input_width), self.batch_size):
             binary = self.binary_from is not None and len(batch) >= self.binary_from
@@ -265,6 +305,10 @@ class AsyncClient:
         """Reconstructions of shape (n, 64) and errors of shape (n,) for ``X`` of shape (n, 64)."""
         X_hat, errors = await self._batched("reconstruct", X, progress)
         return X_hat.reshape(-1, 64), errors
+
+    async def outliers(self, X: ArrayLike, progress: Progress | None = None) -> Outliers:
+        """:meth:`reconstruct` with outlier flags: ``X`` of shape (n, 64) → :class:`Outliers`."""
+        return _outliers(await self._batched(OUTLIERS, X, progress))
 
     async def model_info(self) -> dict[str, Any]:
         """The served model's manifest."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["OPERATIONS", "Operation"]
+__all__ = ["OPERATIONS", "OUTLIERS", "Operation"]
 
 
 @dataclass(frozen=True)
@@ -22,10 +22,14 @@ class Operation:
     input_key: str
     input_width: int
     outputs: tuple[tuple[str, int | None], ...]
+    npy_accept: str = "application/x-npy"  # the .npy layout asked for
+    # Read from the X-Outlier-Threshold header into one value per row (as its last output).
+    threshold: bool = False
 
     def empty_shapes(self) -> list[tuple[int, ...]]:
-        """The shape of each output for zero rows."""
-        return [(0,) if width is None else (0, width) for _, width in self.outputs]
+        """The shape of each output (and of the threshold, if read) for zero rows."""
+        shapes: list[tuple[int, ...]] = [(0,) if w is None else (0, w) for _, w in self.outputs]
+        return [*shapes, (0,)] if self.threshold else shapes
 
     def column_slices(self) -> list[slice | int]:
         """Where each output is in a ``.npy`` answer's columns."""
@@ -49,3 +53,12 @@ OPERATIONS: dict[str, Operation] = {
         Operation("/reconstruct", "vectors", 64, (("vectors", 64), ("errors", None))),
     )
 }
+# /reconstruct's layout 2: with each vector's outlier flag and the threshold that set it.
+OUTLIERS = Operation(
+    "/reconstruct",
+    "vectors",
+    64,
+    (("vectors", 64), ("errors", None), ("is_outlier", None)),
+    "application/x-npy; version=2",
+    threshold=True,
+)

@@ -12,8 +12,9 @@ Input
 Output
     ``-o`` picks the format by extension in the same way: ``.npy`` (a float64 array), ``.tsv``,
     otherwise CSV; without ``-o``, or with ``-o -``, CSV on standard output. No header line.
-    Columns: ``encode`` → z1, z2; ``decode`` → 64 pixels; ``reconstruct`` → 64 pixels, error;
-    then the label, if the input had one.
+    Columns: ``encode`` → z1, z2; ``decode`` → 64 pixels; ``reconstruct`` → 64 pixels, error,
+    is_outlier (1 when the error is above the model's calibrated threshold, else 0); then the
+    label, if the input had one.
 Digits
     The service computes in its model's precision, the ``dtype`` of ``GET /model`` (float32 for
     the default model). The client hands back float64 arrays, but what they hold depends on the
@@ -280,8 +281,8 @@ def _compute(
         return client.encode(data, progress=progress)
     if command == "decode":
         return client.decode(data, progress=progress)
-    X_hat, errors = client.reconstruct(data, progress=progress)
-    return np.column_stack([X_hat, errors])
+    vectors, errors, is_outlier, _ = client.outliers(data, progress=progress)
+    return np.column_stack([vectors, errors, is_outlier])
 
 
 def _describe(exc: DigitcodeError | ValueError, table: Table) -> list[str]:

@@ -50,7 +50,9 @@ def main() -> int:
     from service.app import create_app
 
     try:
-        repository, refused = load_repository(settings.model_dir, settings.default_model)
+        repository, refused = load_repository(
+            settings.model_dir, settings.default_model, settings.outlier_quantile
+        )
     except ArtifactError as exc:
         print(f"digitcode: cannot serve: {exc}", file=sys.stderr)
         return 2

@@ -163,7 +163,9 @@ def create_app(settings: Settings | None = None, repository: Repository | None =
         the app starts (lifespan), not at import.
     """
     settings = settings or get_settings()
-    dataplane = DataPlane(settings.model_dir, settings.default_model, settings.max_batch)
+    dataplane = DataPlane(
+        settings.model_dir, settings.default_model, settings.max_batch, settings.outlier_quantile
+    )
     dataplane.repository = repository  # served at once (transports that run no lifespan)
     drain = Drain(settings.drain_seconds)
 

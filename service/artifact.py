@@ -10,7 +10,8 @@ An artifact is a directory holding two files:
     network was trained in, which is also the one it is served in.
 ``manifest.json``
     Format version, the sha256 of ``weights.npz``, the network's shape, activation and dtype,
-    and the training metadata and metrics.
+    the outlier calibration (see :func:`calibration`) with its own sha256, and the training
+    metadata and metrics.
 
 Writing is atomic: everything goes into a temporary sibling directory that is renamed into place
 last, so an interrupted write never leaves a half-written model where the service would load it.
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -35,6 +37,8 @@ from numpy.typing import NDArray
 
 __all__ = [
     "ACTIVATIONS",
+    "CALIBRATION_CONFIDENCE",
+    "CALIBRATION_QUANTILES",
     "DTYPES",
     "FORMAT_VERSION",
     "MANIFEST_FILE",
@@ -43,18 +47,25 @@ __all__ = [
     "WEIGHTS_FILE",
     "Artifact",
     "ArtifactError",
+    "calibration",
     "load_artifact",
     "save_artifact",
     "sha256_file",
 ]
 
-FORMAT_VERSION = 1
+# 2: the manifest has an outlier calibration. Artifacts of format 1 are refused with the command
+# that adds one (python -m training.calibrate).
+FORMAT_VERSION = 2
 MANIFEST_FILE = "manifest.json"
 WEIGHTS_FILE = "weights.npz"
 N_FEATURES = 64
 PIXEL_MAX = 16.0
 ACTIVATIONS = ("identity", "logistic", "tanh", "relu")
 DTYPES = (np.dtype(np.float32), np.dtype(np.float64))  # what a network's layers may be stored in
+
+# The error quantiles every calibration records, and the confidence of its thresholds.
+CALIBRATION_QUANTILES = (0.5, 0.9, 0.95, 0.99, 0.999)
+CALIBRATION_CONFIDENCE = 0.95
 
 # Fields every manifest must carry; training adds more (metadata, metrics) that are passed through.
 _REQUIRED_FIELDS = {
@@ -64,6 +75,8 @@ _REQUIRED_FIELDS = {
     "layer_sizes": list,
     "activation": str,
     "latent_layer": int,
+    "calibration": dict,
+    "calibration_sha256": str,
 }
 
 # A fixed timestamp for zip entries, so the same arrays always give the same bytes and sha256.
@@ -131,6 +144,29 @@ class Artifact:
     def model_version(self) -> str:
         return str(self.manifest["model_version"])
 
+    def outlier_threshold(self, quantile: float) -> float:
+        """The calibrated threshold for ``quantile``: errors above it are outliers.
+
+        Raises
+        ------
+        ArtifactError
+            If the calibration has no threshold for ``quantile`` (not one it records, or
+            too few calibration rows to bound it).
+        """
+        cal = self.manifest.get("calibration") or {}
+        thresholds = cal.get("thresholds", {})
+        value = thresholds.get(_quantile_key(quantile))
+        if value is None:
+            usable = ", ".join(k for k, v in thresholds.items() if v is not None) or "none"
+            why = (
+                f"{cal.get('rows')} calibration rows cannot bound the {quantile:g} quantile at "
+                f"{cal.get('confidence', CALIBRATION_CONFIDENCE):g} confidence"
+                if _quantile_key(quantile) in thresholds
+                else f"the calibration has no {quantile:g} quantile"
+            )
+            raise ArtifactError(f"outlier quantile {quantile:g}: {why}; usable: {usable}")
+        return float(value)
+
     def arrays(self) -> dict[str, NDArray[np.floating[Any]]]:
         """The arrays stored in ``weights.npz``, by name."""
         out: dict[str, NDArray[np.floating[Any]]] = {
@@ -141,6 +177,109 @@ class Artifact:
             out[f"W{i}"] = w
             out[f"b{i}"] = b
         return out
+
+
+def _quantile_key(q: float) -> str:
+    return f"{q:g}"
+
+
+def _upper_bound_rank(n: int, q: float, confidence: float) -> int | None:
+    """The smallest rank k (1-based) with P(X_(k) >= the q-quantile) >= ``confidence``.
+
+    The k-th smallest of n draws lies at or above the true q-quantile unless at least k draws
+    fall below it: P = P(Binomial(n, q) <= k - 1). None if even the largest draw is not enough
+    (n too small for this q and confidence).
+    """
+    log_q, log_p = math.log(q), math.log1p(-q)
+    cdf = 0.0
+    for below in range(n):
+        cdf += math.exp(
+            math.lgamma(n + 1) - math.lgamma(below + 1) - math.lgamma(n - below + 1)
+            + below * log_q + (n - below) * log_p
+        )  # fmt: skip
+        if cdf >= confidence:
+            return below + 1
+    return None
+
+
+def calibration(
+    errors: NDArray[np.floating[Any]],
+    quantiles: tuple[float, ...] = CALIBRATION_QUANTILES,
+    confidence: float = CALIBRATION_CONFIDENCE,
+) -> dict[str, Any]:
+    """The outlier calibration of a model: its error quantiles on rows it was not fitted on.
+
+    Parameters
+    ----------
+    errors : ndarray of shape (n,)
+        Reconstruction errors of held-out rows (training's validation split).
+    quantiles : tuple of float
+        Levels in (0, 1).
+    confidence : float
+        How sure each threshold is to lie at or above its quantile.
+
+    Returns
+    -------
+    dict
+        ``rows`` (n), ``confidence``, ``quantiles`` (the empirical quantiles) and
+        ``thresholds``: for each level, the smallest error that is an upper confidence bound
+        of that quantile (an order statistic; ``None`` when n is too small). An error above
+        the threshold for 0.99 is an outlier; on rows like the held-out ones that happens to
+        at most 1 % of them, with the stated confidence.
+    """
+    values = np.sort(np.asarray(errors, dtype=np.float64))
+    n = len(values)
+    if n == 0 or not np.all(np.isfinite(values)):
+        raise ArtifactError("calibration needs at least one finite error")
+    thresholds: dict[str, float | None] = {}
+    for q in quantiles:
+        rank = _upper_bound_rank(n, q, confidence)
+        thresholds[_quantile_key(q)] = None if rank is None else float(values[rank - 1])
+    return {
+        "rows": n,
+        "confidence": confidence,
+        "quantiles": {_quantile_key(q): float(np.quantile(values, q)) for q in quantiles},
+        "thresholds": thresholds,
+    }
+
+
+def _calibration_sha256(cal: Any) -> str:
+    canonical = json.dumps(cal, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _check_calibration(path: Path, manifest: dict[str, Any]) -> None:
+    cal = manifest["calibration"]
+    bad = f"{path}: calibration"
+    if _calibration_sha256(cal) != manifest["calibration_sha256"]:
+        raise ArtifactError(f"{bad} does not match calibration_sha256 (edited or corrupted)")
+    rows, confidence = cal.get("rows"), cal.get("confidence")
+    quantiles, thresholds = cal.get("quantiles"), cal.get("thresholds")
+    if not (isinstance(rows, int) and rows > 0):
+        raise ArtifactError(f"{bad}: rows must be a positive integer")
+    if not (isinstance(confidence, float) and 0 < confidence < 1):
+        raise ArtifactError(f"{bad}: confidence must be in (0, 1)")
+    if not (isinstance(quantiles, dict) and quantiles and isinstance(thresholds, dict)):
+        raise ArtifactError(f"{bad}: quantiles and thresholds must be objects")
+    previous = -1.0
+    for key, value in sorted(quantiles.items(), key=lambda kv: float(kv[0])):
+        try:
+            level = float(key)
+        except ValueError:
+            level = -1.0
+        if not 0 < level < 1 or not _nonnegative(value) or value < previous:
+            raise ArtifactError(
+                f"{bad}: quantile {key!r} must be a level in (0, 1) with an error >= 0, "
+                "not below the lower levels'"
+            )
+        previous = value
+        limit = thresholds.get(key)
+        if limit is not None and (not _nonnegative(limit) or limit < value):
+            raise ArtifactError(f"{bad}: threshold {key!r} must be a number >= its quantile")
+
+
+def _nonnegative(value: Any) -> bool:
+    return isinstance(value, float | int) and math.isfinite(value) and value >= 0
 
 
 def sha256_file(path: Path) -> str:
@@ -187,9 +326,10 @@ def save_artifact(
     out_dir : path
         Target directory. It is replaced as a whole; its parent must exist or is created.
     artifact : Artifact
-        Arrays plus a manifest holding at least ``activation`` and ``latent_layer``; any other
-        fields (training metadata, metrics) are written as given. ``format_version``,
-        ``layer_sizes``, ``dtype``, ``weights_sha256`` and ``model_version`` are filled in here.
+        Arrays plus a manifest holding at least ``activation``, ``latent_layer`` and
+        ``calibration`` (from :func:`calibration`); any other fields (training metadata,
+        metrics) are written as given. ``format_version``, ``layer_sizes``, ``dtype``,
+        ``weights_sha256``, ``calibration_sha256`` and ``model_version`` are filled in here.
     extra_files : mapping of file name to writer, optional
         Extra files (e.g. a plot) written into the same directory before it is moved into place;
         each writer is called with the target file path.
@@ -202,8 +342,11 @@ def save_artifact(
         weights_path = tmp / WEIGHTS_FILE
         _write_npz(weights_path, artifact.arrays())
         digest = sha256_file(weights_path)
+        if not isinstance(artifact.manifest.get("calibration"), dict):
+            raise ArtifactError("the manifest has no outlier calibration (see calibration())")
         manifest = {
             **artifact.manifest,
+            "calibration_sha256": _calibration_sha256(artifact.manifest["calibration"]),
             "format_version": FORMAT_VERSION,
             "model_version": digest[:12],
             "weights_sha256": digest,
@@ -235,7 +378,7 @@ def save_artifact(
         raise
 
 
-def _read_manifest(path: Path) -> dict[str, Any]:
+def _read_manifest(path: Path, calibrated: bool = True) -> dict[str, Any]:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -249,6 +392,14 @@ def _read_manifest(path: Path) -> dict[str, Any]:
     if not isinstance(manifest, dict):
         raise ArtifactError(f"{path}: expected a JSON object")
     version = manifest.get("format_version")
+    if version == 1 and not calibrated:  # to be calibrated: checked as in format 1
+        version = FORMAT_VERSION
+        manifest = {**manifest, "calibration": {}, "calibration_sha256": ""}
+    elif version == 1:
+        raise ArtifactError(
+            f"{path}: format_version 1 has no outlier calibration; add one with "
+            f"python -m training.calibrate {path.parent} --train <its optdigits.tra>"
+        )
     if version != FORMAT_VERSION:
         raise ArtifactError(
             f"{path}: format_version is {version!r}, this service reads {FORMAT_VERSION}"
@@ -269,6 +420,8 @@ def _read_manifest(path: Path) -> dict[str, Any]:
         raise ArtifactError(f"{path}: latent_layer {latent} is not a 2-unit hidden layer")
     if manifest["activation"] not in ACTIVATIONS:
         raise ArtifactError(f"{path}: unknown activation {manifest['activation']!r}")
+    if calibrated:
+        _check_calibration(path, manifest)
     return manifest
 
 
@@ -297,12 +450,13 @@ def _read_arrays(path: Path, names: list[str]) -> dict[str, NDArray[np.floating[
     return out
 
 
-def load_artifact(model_dir: Path | str) -> Artifact:
+def load_artifact(model_dir: Path | str, calibrated: bool = True) -> Artifact:
     """Read and verify an artifact directory.
 
-    Checks the format version, the sha256 of the weights file, every array's presence, dtype
-    (float32 or float64, one dtype for all layers), shape and finiteness. Never unpickles
-    anything.
+    Checks the format version, the outlier calibration and its sha256, the sha256 of the
+    weights file, every array's presence, dtype (float32 or float64, one dtype for all layers),
+    shape and finiteness. Never unpickles anything. With ``calibrated=False`` (for
+    ``training.calibrate`` only) the calibration is not checked, and format 1 is read.
 
     Raises
     ------
@@ -312,7 +466,7 @@ def load_artifact(model_dir: Path | str) -> Artifact:
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
         raise ArtifactError(f"{model_dir}: model directory not found")
-    manifest = _read_manifest(model_dir / MANIFEST_FILE)
+    manifest = _read_manifest(model_dir / MANIFEST_FILE, calibrated)
     weights_path = model_dir / WEIGHTS_FILE
     if not weights_path.is_file():
         raise ArtifactError(f"{weights_path}: file not found")

@@ -56,12 +56,17 @@ class DataPlane:
         The model the native endpoints serve.
     max_batch : int
         Most rows in one request.
+    outlier_quantile : float
+        Which calibrated threshold flags outliers.
     """
 
-    def __init__(self, model_dir: Path, default_model: str, max_batch: int) -> None:
+    def __init__(
+        self, model_dir: Path, default_model: str, max_batch: int, outlier_quantile: float = 0.99
+    ) -> None:
         self.model_dir = model_dir
         self.default_model = default_model
         self.max_batch = max_batch
+        self.outlier_quantile = outlier_quantile
         self.repository: Repository | None = None
 
     # -- the repository --------------------------------------------------------------------
@@ -76,7 +81,9 @@ class DataPlane:
         old = self.repository
         if repository is None:
             try:
-                repository, refused = load_repository(self.model_dir, self.default_model)
+                repository, refused = load_repository(
+                    self.model_dir, self.default_model, self.outlier_quantile
+                )
             except ArtifactError as exc:
                 if old is None:
                     raise

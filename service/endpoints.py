@@ -22,7 +22,7 @@ from service.connections import CUT_STATE_KEY
 from service.dataplane import DataPlane
 from service.errors import RequestError, error_style, send_error
 from service.operations import NATIVE, OIP_INFER
-from service.protocols import Answer, BodyReader, Headers, native, oip, parse_length
+from service.protocols import QUERY_KEY, Answer, BodyReader, Headers, native, oip, parse_length
 
 __all__ = ["InferenceEndpoints", "read_limited"]
 
@@ -74,6 +74,8 @@ class InferenceEndpoints:
         for name, value in scope["headers"]:
             if name in _HEADERS:
                 headers[name] = value.decode("latin-1")
+        if scope["query_string"]:
+            headers[QUERY_KEY] = scope["query_string"].decode("latin-1")
         admission = self.admission
         declared = headers.get(b"content-length")
         size = None if declared is None else parse_length(declared)

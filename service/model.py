@@ -13,7 +13,7 @@ from typing import Any, cast
 import numpy as np
 from numpy.typing import NDArray
 
-from service.artifact import PIXEL_MAX, Artifact, load_artifact
+from service.artifact import PIXEL_MAX, Artifact, ArtifactError, load_artifact
 
 __all__ = ["Autoencoder", "scale_pixels", "unscale_pixels"]
 
@@ -109,10 +109,19 @@ class Autoencoder:
     hidden layer.
     """
 
-    def __init__(self, artifact: Artifact) -> None:
+    def __init__(self, artifact: Artifact, outlier_quantile: float | None = None) -> None:
         self.artifact = artifact
-        self._act = _ACTIVATIONS[artifact.activation]
         self.dtype: np.dtype[Any] = artifact.dtype
+        self.outlier_quantile = outlier_quantile
+        # Errors above it are outliers (None without a quantile: training's use).
+        # In the model's dtype, like the errors it is compared with (and printed with as many
+        # digits: the calibration's thresholds are errors the model computed).
+        self.threshold: np.floating[Any] | None = (
+            None
+            if outlier_quantile is None
+            else self.dtype.type(artifact.outlier_threshold(outlier_quantile))
+        )
+        self._act = _ACTIVATIONS[artifact.activation]
         k = artifact.latent_layer
         # Typed as float64 like the rest of the module: float32 arrays behave the same here.
         layers = cast(Layers, list(zip(artifact.weights, artifact.biases, strict=True)))
@@ -134,9 +143,14 @@ class Autoencoder:
         self._decoder = layers[k:]
 
     @classmethod
-    def from_dir(cls, model_dir: Path | str) -> Autoencoder:
-        """Load and verify an artifact directory (raises ``ArtifactError``)."""
-        return cls(load_artifact(model_dir))
+    def from_dir(cls, model_dir: Path | str, outlier_quantile: float | None = None) -> Autoencoder:
+        """Load and verify an artifact directory (raises ``ArtifactError``, also when its
+        calibration has no threshold for ``outlier_quantile``)."""
+        artifact = load_artifact(model_dir)
+        try:
+            return cls(artifact, outlier_quantile)
+        except ArtifactError as exc:
+            raise ArtifactError(f"{model_dir}: {exc}") from None
 
     @property
     def version(self) -> str:
@@ -222,11 +236,11 @@ class Autoencoder:
             Mean squared error per vector in scaled [0, 1] units, between the scaled input and
             its reconstruction: an anomaly score.
         """
-        _, X_hat, errors = self.forward(X)
+        _, X_hat, errors, _ = self.forward(X)
         return X_hat, errors
 
-    def forward(self, X: Array) -> tuple[Array, Array, Array]:
-        """Latent codes, reconstructions and errors from one pass.
+    def forward(self, X: Array) -> tuple[Array, Array, Array, Array]:
+        """Latent codes, reconstructions, errors and per-pixel errors from one pass.
 
         Parameters
         ----------
@@ -239,6 +253,9 @@ class Autoencoder:
             As :meth:`encode`.
         X_hat, errors : ndarray of shape (n, 64), ndarray of shape (n,)
             As :meth:`reconstruct`.
+        pixel_errors : ndarray of shape (n, 64)
+            The squared error of each pixel in scaled units (``errors`` is their mean): where
+            a vector is unlike what the model knows (Alibi Detect's ``feature_score``).
         """
         lo, scale = self._scaler_min, self._scaler_scale
         Xc = self._clip(X)
@@ -246,5 +263,7 @@ class Autoencoder:
         Ys = self._decode_scaled(Z)
         Xs = Xc - lo  # the scaled input, for the errors: (clip(x, lo, hi) - lo) * s
         Xs *= scale
-        errors = np.mean((Ys - Xs) ** 2, axis=1)
-        return Z, unscale_pixels(Ys, lo, scale), errors
+        Xs -= Ys
+        np.square(Xs, out=Xs)
+        errors = np.mean(Xs, axis=1)
+        return Z, unscale_pixels(Ys, lo, scale), errors, Xs

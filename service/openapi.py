@@ -50,12 +50,36 @@ def _native(op: NativeOperation, schemas: dict[str, Any]) -> dict[str, Any]:
         for name, field in op.request_model.model_fields.items()
         if field.examples
     }
-    in_shape, out_width = f"(n, {spec.width})", op.npy_width
+    in_shape, out_width = f"(n, {spec.width})", op.npy_width()
+    npy_answer = (
+        f"a `.npy` array of shape (n, {out_width}) in the request's float type (columns: "
+        f"{', '.join(key for key, _ in op.answer[: op.npy_v1])}"
+    )
+    if op.npy_v1 is not None:
+        npy_answer += (
+            f"); with `Accept: {NPY_TYPE}; version=2`, shape (n, {op.npy_width(2)}) (columns: "
+            f"{', '.join(key for key, _ in op.answer)}, booleans as 0 and 1"
+        )
+    if op.optional:
+        names = ", ".join(f"`{key}`" for key, _ in op.optional)
+        npy_answer += f"; then {names} when the query asks for them"
+    npy_answer += ")"
+    query = [
+        {
+            "name": key,
+            "in": "query",
+            "required": False,
+            "schema": {"type": "boolean", "default": False},
+            "description": op.signature.output(output).description,
+        }
+        for key, output in op.optional
+    ]
     return {
         "post": {
             "tags": ["inference"],
             "summary": op.summary,
             "operationId": op.path.strip("/"),
+            **({"parameters": query} if query else {}),
             "requestBody": {
                 "required": True,
                 "description": f"JSON as below, or a `.npy` float32/float64 array of shape "
@@ -67,9 +91,7 @@ def _native(op: NativeOperation, schemas: dict[str, Any]) -> dict[str, Any]:
             },
             "responses": {
                 "200": {
-                    "description": f"JSON, or with `Accept: {NPY_TYPE}` a `.npy` array of shape "
-                    f"(n, {out_width}) in the request's float type (columns: "
-                    f"{', '.join(key for key, _ in op.answer)}).",
+                    "description": f"JSON, or with `Accept: {NPY_TYPE}` {npy_answer}.",
                     "content": {
                         JSON_TYPE: {"schema": _ref(schemas, op.response_model)},
                         NPY_TYPE: _BINARY,

@@ -21,6 +21,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
+from typing import cast
 
 import numpy as np
 from numpy.typing import NDArray
@@ -127,11 +128,17 @@ def check_values(X: Array, spec: MatrixSpec, loc: list[str | int]) -> None:
 
 @dataclass(frozen=True)
 class Output:
-    """One output tensor: ``width`` numbers per row, or one (``width`` None)."""
+    """One output tensor: ``width`` numbers per row, or one (``width`` None).
+
+    ``datatype`` is its OIP datatype, or None for the input's float type; ``default`` says
+    whether an OIP request that names no outputs gets it.
+    """
 
     name: str
     width: int | None
     description: str
+    datatype: str | None = None
+    default: bool = True
 
     def shape(self, n: int) -> list[int]:
         """The tensor's shape for ``n`` rows (-1: any number, as OIP metadata writes it)."""
@@ -147,8 +154,12 @@ _LATENT_ONLY = frozenset({"latent"})
 def _autoencoder(model: Autoencoder, X: Array, wanted: frozenset[str]) -> dict[str, Array]:
     if wanted == _LATENT_ONLY:
         return {"latent": model.encode(X)}
-    Z, X_hat, errors = model.forward(X)
-    return {"latent": Z, "reconstruction": X_hat, "error": errors}
+    Z, X_hat, errors, pixel_errors = model.forward(X)
+    out = {"latent": Z, "reconstruction": X_hat, "error": errors, "feature_score": pixel_errors}
+    if "is_outlier" in wanted:
+        assert model.threshold is not None  # the service loads every model with one
+        out["is_outlier"] = cast(Array, errors > model.threshold)  # bool, typed as the rest
+    return out
 
 
 def _decoder(model: Autoencoder, Z: Array, wanted: frozenset[str]) -> dict[str, Array]:
@@ -179,6 +190,18 @@ AUTOENCODER = Signature(
         Output("latent", 2, "The 2-D latent code of each vector."),
         Output("reconstruction", N_FEATURES, "decode(encode(x)), pixels in [0, 16]."),
         Output("error", None, "Mean squared reconstruction error per vector (scaled units)."),
+        Output(
+            "is_outlier",
+            None,
+            "Whether the error is above the model's calibrated threshold.",
+            datatype="BOOL",
+        ),
+        Output(
+            "feature_score",
+            N_FEATURES,
+            "Squared error of each pixel (scaled units); their mean is the error.",
+            default=False,
+        ),
     ),
     _autoencoder,
 )
@@ -197,7 +220,11 @@ SIGNATURES = (AUTOENCODER, DECODER)
 class NativeOperation:
     """A native endpoint: a signature, and which outputs it answers under which JSON keys.
 
-    The ``.npy`` answer stacks the answered outputs as columns, in this order.
+    The ``.npy`` answer stacks the answered outputs as columns, in this order (booleans as
+    0 and 1). Layout 1, the default, has only the first ``npy_v1`` of them (what it had before
+    outputs were added); layout 2 (``Accept: application/x-npy; version=2``) has them all.
+    ``optional`` outputs are answered (after the others, in both layouts) when the request's
+    query names them: ``?feature_scores=true``.
     """
 
     path: str
@@ -206,14 +233,18 @@ class NativeOperation:
     answer: tuple[tuple[str, str], ...]  # (JSON key, signature output)
     request_model: type[BaseModel]
     response_model: type[BaseModel]
+    optional: tuple[tuple[str, str], ...] = ()
+    npy_v1: int | None = None  # None: every entry of answer
 
     @cached_property
     def wanted(self) -> frozenset[str]:
         return frozenset(output for _, output in self.answer)
 
-    @property
-    def npy_width(self) -> int:
-        return sum(self.signature.output(o).width or 1 for _, o in self.answer)
+    def npy_width(self, version: int = 1, optional: bool = False) -> int:
+        """Columns of the ``.npy`` answer in layout ``version``, with the optional outputs."""
+        answered = self.answer[: self.npy_v1] if version == 1 else self.answer
+        answered += self.optional if optional else ()
+        return sum(self.signature.output(o).width or 1 for _, o in answered)
 
 
 NATIVE: dict[str, NativeOperation] = {
@@ -239,9 +270,11 @@ NATIVE: dict[str, NativeOperation] = {
             "/reconstruct",
             "Reconstruct pixel vectors and score each by its reconstruction error",
             AUTOENCODER,
-            (("vectors", "reconstruction"), ("errors", "error")),
+            (("vectors", "reconstruction"), ("errors", "error"), ("is_outlier", "is_outlier")),
             ReconstructRequest,
             ReconstructResponse,
+            optional=(("feature_scores", "feature_score"),),
+            npy_v1=2,
         ),
     )
 }

@@ -128,9 +128,9 @@ def _versions_of(model_dir: Path) -> Iterator[Path]:
 
 
 def load_repository(
-    path: Path, default: str = SINGLE_MODEL_NAME
+    path: Path, default: str = SINGLE_MODEL_NAME, outlier_quantile: float = 0.99
 ) -> tuple[Repository, list[ArtifactError]]:
-    """Load everything under ``path``.
+    """Load everything under ``path``, each model with its threshold for ``outlier_quantile``.
 
     Returns
     -------
@@ -148,7 +148,7 @@ def load_repository(
     """
     path = Path(path)
     if (path / MANIFEST_FILE).is_file() or not path.is_dir():
-        model = Autoencoder.from_dir(path)  # raises with the file and the problem
+        model = Autoencoder.from_dir(path, outlier_quantile)  # raises naming file and problem
         if default != SINGLE_MODEL_NAME:
             raise ArtifactError(
                 f"{path}: one artifact, served as the model {SINGLE_MODEL_NAME!r}, but the "
@@ -186,7 +186,7 @@ def load_repository(
                 )
                 continue
             try:
-                model = Autoencoder.from_dir(version_dir)
+                model = Autoencoder.from_dir(version_dir, outlier_quantile)
             except ArtifactError as exc:
                 refused.append(exc)
                 continue

@@ -81,6 +81,16 @@ class ReconstructResponse(BaseModel):
         description="Mean squared reconstruction error per vector, in scaled [0, 1] units; "
         "an anomaly score (real digits score low, scribbles high)."
     )
+    is_outlier: list[bool] = Field(description="Whether each error is above `threshold`.")
+    threshold: float = Field(
+        description="The model's calibrated outlier threshold (DIGITCODE_OUTLIER_QUANTILE of "
+        "the errors of held-out digits, bounded with 95 % confidence)."
+    )
+    feature_scores: list[list[float]] | None = Field(
+        None,
+        description="With `?feature_scores=true`: each vector's 64 squared pixel errors (scaled "
+        "units), whose mean is its error.",
+    )
 
 
 class ErrorItem(BaseModel):

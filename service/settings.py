@@ -42,6 +42,13 @@ class Settings(BaseSettings):
         min_length=1,
         description="The repository model the native endpoints (/encode, ...) serve.",
     )
+    outlier_quantile: float = Field(
+        0.99,
+        gt=0,
+        lt=1,
+        description="Which calibrated threshold flags outliers: errors above this quantile of "
+        "held-out digits' errors (one the model's calibration bounds: 0.5, 0.9, 0.95, 0.99).",
+    )
     max_batch: int = Field(10_000, ge=1, description="Most vectors or codes in one request.")
     max_body_bytes: int | None = Field(
         None,

@@ -116,13 +116,15 @@ def tiny_mlp() -> tuple[MLPRegressor, np.ndarray, np.ndarray, np.ndarray]:
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, tiny_mlp) -> Path:
     mlp, lo, scale, _ = tiny_mlp
     out = tmp_path_factory.mktemp("models") / "tiny"
-    save_artifact(out, mlp_to_artifact(mlp, lo, scale, {"preset": "test"}))
+    # Rows it was not fitted on, for the calibration (300 bound the 0.99 quantile).
+    X_val = synthetic_digits(300, seed=2)[0]
+    save_artifact(out, mlp_to_artifact(mlp, lo, scale, {"preset": "test"}, X_val))
     return out
 
 
 @pytest.fixture(scope="session")
 def default_model() -> Autoencoder:
-    return Autoencoder.from_dir(DEFAULT_MODEL)
+    return Autoencoder.from_dir(DEFAULT_MODEL, Settings().outlier_quantile)
 
 
 @pytest.fixture(scope="session")

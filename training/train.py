@@ -19,7 +19,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from multiprocessing import Manager
 from pathlib import Path
@@ -35,7 +35,14 @@ from sklearn.neural_network import MLPRegressor
 from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
-from service.artifact import Artifact, ArtifactError, load_artifact, save_artifact, sha256_file
+from service.artifact import (
+    Artifact,
+    ArtifactError,
+    calibration,
+    load_artifact,
+    save_artifact,
+    sha256_file,
+)
 from service.model import Autoencoder, scale_pixels
 from training.data import (
     DataError,
@@ -52,6 +59,7 @@ __all__ = [
     "Preset",
     "TrainResult",
     "Trained",
+    "calibrated",
     "main",
     "mlp_to_artifact",
     "train_autoencoder",
@@ -335,25 +343,39 @@ def _parallel(
 
 
 def mlp_to_artifact(
-    mlp: MLPRegressor, scaler_min: Array, scaler_scale: Array, manifest: dict[str, Any]
+    mlp: MLPRegressor,
+    scaler_min: Array,
+    scaler_scale: Array,
+    manifest: dict[str, Any],
+    X_calibration: Array,
 ) -> Artifact:
     """Package a fitted autoencoder ``MLPRegressor`` and its scaler as an artifact.
 
     The latent layer is the 2-unit hidden layer nearest the middle. The layers keep the
     dtype they were trained in (float32 or float64), which is the one the service computes in.
+    The outlier calibration comes from the errors, as the service computes them, on
+    ``X_calibration`` (n, 64): rows the network was not fitted on (the validation split).
     """
     sizes = [mlp.coefs_[0].shape[0]] + [w.shape[1] for w in mlp.coefs_]
     two_unit = [i for i in range(1, len(sizes) - 1) if sizes[i] == 2]
     if not two_unit:
         raise ValueError(f"network {sizes} has no 2-unit hidden layer")
     latent = min(two_unit, key=lambda i: abs(i - (len(sizes) - 1) / 2))
-    return Artifact(
+    artifact = Artifact(
         scaler_min=scaler_min,
         scaler_scale=scaler_scale,
         weights=[np.array(w) for w in mlp.coefs_],
         biases=[np.array(b) for b in mlp.intercepts_],
         manifest={**manifest, "activation": mlp.activation, "latent_layer": latent},
     )
+    return calibrated(artifact, X_calibration)
+
+
+def calibrated(artifact: Artifact, X_calibration: Array) -> Artifact:
+    """``artifact`` with the outlier calibration of its errors on ``X_calibration`` (n, 64)."""
+    errors = Autoencoder(artifact).reconstruct(X_calibration)[1]
+    manifest = {**artifact.manifest, "calibration": calibration(errors)}
+    return replace(artifact, manifest=manifest)
 
 
 def pca_mse(Xs_train: Array, Xs_eval: Array, n_components: int = 2) -> float:
@@ -464,7 +486,7 @@ def train_preset(
             "scikit-learn": sklearn.__version__,
         },
     }
-    artifact = mlp_to_artifact(result.mlp, scaler_min, scaler_scale, manifest)
+    artifact = mlp_to_artifact(result.mlp, scaler_min, scaler_scale, manifest, X_val)
     # Report what the service will compute (numpy, in the model's own precision) on the
     # validation rows, not the training loop's figure.
     served_val_mse = float(np.mean(Autoencoder(artifact).reconstruct(X_val)[1]))

@@ -12,10 +12,12 @@ from dataclasses import dataclass, field
 
 from service.dataplane import Inference
 
-__all__ = ["Answer", "BodyReader", "Headers", "parse_length"]
+__all__ = ["QUERY_KEY", "Answer", "BodyReader", "Headers", "parse_length"]
 
-# The request headers a protocol may read, lower-case names, latin-1 values.
+# The request headers a protocol may read, lower-case names, latin-1 values; the query string,
+# if any, under QUERY_KEY (a pseudo-header, as HTTP/2 carries the path).
 Headers = dict[bytes, str]
+QUERY_KEY = b":query"
 # Reads the whole body within the size limit (413 beyond it); called at most once.
 BodyReader = Callable[[], Awaitable[bytes]]
 

@@ -6,9 +6,11 @@
 extension, as ``parameters.binary_data_size`` bytes after the JSON (whose length is in the
 ``Inference-Header-Content-Length`` header). ``outputs`` picks what is computed and returned;
 ``binary_data`` (per output) or ``binary_data_output`` (per request) returns an output as raw
-little-endian bytes after the JSON answer. Outputs have the input's datatype. No Content-Type is
-required (the Triton client sends none). The metadata and health endpoints are FastAPI routes in
-:mod:`service.routers.oip`.
+little-endian bytes after the JSON answer. Outputs have the input's datatype, but ``is_outlier``
+is ``BOOL`` (one byte per value in binary), and the answer's ``parameters`` then give the
+``outlier_threshold`` and ``outlier_quantile``; ``feature_score`` is returned only when named. No
+Content-Type is required (the Triton client sends none). The metadata and health endpoints are
+FastAPI routes in :mod:`service.routers.oip`.
 """
 
 from __future__ import annotations
@@ -274,7 +276,7 @@ async def serve(
         )
     asked: list[tuple[str, bool | None]]
     if request.outputs is None:
-        asked = [(o.name, None) for o in signature.outputs]
+        asked = [(o.name, None) for o in signature.outputs if o.default]
     else:
         asked = request.outputs
         for name, _ in asked:
@@ -286,11 +288,14 @@ async def serve(
     inference = dataplane.infer(
         served, signature, X, frozenset(name for name, _ in asked), ["inputs", signature.input.key]
     )
-    datatype = request.inputs[0].datatype
+    float_type = request.inputs[0].datatype
     described: list[dict[str, Any]] = []
     chunks: list[bytes] = []
     for name, binary_data in asked:
-        array = np.ascontiguousarray(inference.outputs[name], dtype=dtype)
+        datatype = signature.output(name).datatype or float_type
+        array = np.ascontiguousarray(
+            inference.outputs[name], dtype=np.bool_ if datatype == "BOOL" else dtype
+        )
         output: dict[str, Any] = {
             "name": name,
             "datatype": datatype,
@@ -306,6 +311,12 @@ async def serve(
     content: dict[str, Any] = {"model_name": model_name, "model_version": served.version}
     if request.id is not None:
         content["id"] = request.id
+    if "is_outlier" in inference.outputs:
+        model = served.model
+        content["parameters"] = {
+            "outlier_threshold": model.threshold,
+            "outlier_quantile": model.outlier_quantile,
+        }
     content["outputs"] = described
     json_part = orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
     if not chunks:

@@ -74,10 +74,21 @@ def _metadata(request: Request, name: str, version: str | None) -> OipModelMetad
             )
         ],
         outputs=[
-            OipTensorMetadata(name=o.name, datatype=datatype, shape=o.shape(-1))
+            OipTensorMetadata(name=o.name, datatype=o.datatype or datatype, shape=o.shape(-1))
             for o in signature.outputs
         ],
-        parameters={"model_version": served.version, "input_datatypes": ",".join(DATATYPES)},
+        parameters={
+            "model_version": served.version,
+            "input_datatypes": ",".join(DATATYPES),
+            **(
+                {
+                    "outlier_threshold": float(served.model.threshold or 0.0),
+                    "outlier_quantile": served.model.outlier_quantile,
+                }
+                if "is_outlier" in signature.output_names
+                else {}
+            ),
+        },
     )
 
 

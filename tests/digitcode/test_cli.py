@@ -9,8 +9,14 @@ from digitcode.cli import InputError, main, read_rows
 from service.app import create_app
 from service.repository import load_repository
 from service.settings import Settings
-from tests.conftest import assert_same_in_model_precision, synthetic_digits, write_optdigits
+from tests.conftest import (
+    DATA,
+    assert_same_in_model_precision,
+    synthetic_digits,
+    write_optdigits,
+)
 from tests.digitcode.conftest import transport_into
+from training.data import load_optdigits
 
 HEADER = ",".join([f"p{i}" for i in range(64)] + ["label"])
 
@@ -39,15 +45,18 @@ def test_encode_passes_optdigits_labels_through(run, tmp_path, default_model):
 
 
 def test_reconstruct_without_labels_to_stdout(run, tmp_path, capsys, default_model):
-    X, _ = synthetic_digits(5)
+    # Four real test digits and one that is nothing like a digit: an is_outlier column of both.
+    X = np.vstack([load_optdigits(DATA / "optdigits.tes")[0][:4], np.full(64, 16.0)])
     src = tmp_path / "in.csv"
     np.savetxt(src, X, fmt="%d", delimiter=",")
     assert run("reconstruct", str(src)) == 0
     out = np.loadtxt(capsys.readouterr().out.splitlines(), delimiter=",")
     X_hat, errors = default_model.reconstruct(X)
-    assert out.shape == (5, 65)
+    assert out.shape == (5, 66)
     assert_same_in_model_precision(out[:, :64], X_hat)
     assert_same_in_model_precision(out[:, 64], errors)
+    assert out[:, 65].tolist() == (errors > default_model.threshold).tolist()
+    assert 0 < out[:, 65].sum() < 5
 
 
 def test_decode_with_label_column(run, tmp_path):
@@ -187,8 +196,8 @@ def test_npy_input_and_output(run, tmp_path, default_model):
     np.save(tmp_path / "in.npy", np.column_stack([X, y]))
     assert run("reconstruct", str(tmp_path / "in.npy"), "-o", str(tmp_path / "out.npy")) == 0
     out = np.load(tmp_path / "out.npy")
-    assert out.shape == (5, 66) and out.dtype == np.float64
-    np.testing.assert_array_equal(out[:, 65], y)
+    assert out.shape == (5, 67) and out.dtype == np.float64
+    np.testing.assert_array_equal(out[:, 66], y)
     X_hat, errors = default_model.reconstruct(X)
     assert_same_in_model_precision(out[:, :64], X_hat)
     assert_same_in_model_precision(out[:, 64], errors)

@@ -1,6 +1,6 @@
 """The client's table of endpoints agrees with the service's (the client cannot import it)."""
 
-from digitcode._operations import OPERATIONS
+from digitcode._operations import OPERATIONS, OUTLIERS
 from service.operations import NATIVE
 
 
@@ -13,10 +13,15 @@ def test_the_client_knows_every_native_endpoint_as_the_service_defines_it():
             service_op.signature.input.key,
             service_op.signature.input.width,
         )
-        widths = [service_op.signature.output(output).width for _, output in service_op.answer]
-        assert op.outputs == tuple(
-            (key, width) for (key, _), width in zip(service_op.answer, widths, strict=True)
-        )
+        assert op.outputs == _outputs(service_op.answer[: service_op.npy_v1], service_op)
+    # The .npy layout 2 of /reconstruct, with the outlier flags.
+    reconstruct = NATIVE["/reconstruct"]
+    assert OUTLIERS.path == reconstruct.path and OUTLIERS.npy_accept.endswith("version=2")
+    assert OUTLIERS.outputs == _outputs(reconstruct.answer, reconstruct)
+
+
+def _outputs(answer, service_op):
+    return tuple((key, service_op.signature.output(output).width) for key, output in answer)
 
 
 def test_npy_columns_follow_the_outputs():

@@ -3,6 +3,7 @@
 import re
 
 import numpy as np
+import pytest
 
 
 def test_encode_matches_model(client, default_model, sample_rows):
@@ -20,12 +21,12 @@ def test_json_answers_carry_the_models_precision(client, default_model, sample_r
     # at most 9 significant digits instead of float64's 17.
     text = client.post("/reconstruct", json={"vectors": sample_rows.tolist()}).text
     numbers = re.findall(r"-?\d[\d.]*(?:e-?\d+)?", text)
-    assert len(numbers) == 10 * 65
+    assert len(numbers) == 10 * 65 + 1  # and the threshold
     digits = [len(re.sub(r"e.*|[-.]", "", n).lstrip("0")) for n in numbers]
     assert max(digits) <= 9
     X_hat, errors = default_model.reconstruct(sample_rows)
     assert sorted(float(n) for n in numbers) == sorted(
-        float(str(v)) for v in np.concatenate([X_hat.ravel(), errors])
+        float(str(v)) for v in np.concatenate([X_hat.ravel(), errors, [default_model.threshold]])
     )
 
 
@@ -74,3 +75,85 @@ def test_batch_at_the_limit_is_served(client, settings):
     response = client.post("/encode", json={"vectors": rows})
     assert response.status_code == 200
     assert len(response.json()["latent"]) == settings.max_batch
+
+
+def _mixed_rows() -> np.ndarray:
+    """Four real test digits and one that is nothing like a digit."""
+    from tests.conftest import DATA
+    from training.data import load_optdigits
+
+    return np.vstack([load_optdigits(DATA / "optdigits.tes")[0][:4], np.full(64, 16.0)])
+
+
+def test_reconstruct_flags_outliers_by_the_calibrated_threshold(client, default_model):
+    X = _mixed_rows()
+    answer = client.post("/reconstruct", json={"vectors": X.tolist()})
+    body = answer.json()
+    errors = default_model.reconstruct(X)[1]
+    assert body["threshold"] == float(str(default_model.threshold))  # float32, shortest digits
+    assert body["is_outlier"] == (errors > default_model.threshold).tolist()
+    assert body["is_outlier"][4] and not all(body["is_outlier"])
+    assert answer.headers["x-outlier-threshold"] == str(default_model.threshold)
+    assert "feature_scores" not in body
+
+
+def test_feature_scores_on_request_average_to_the_error(client, default_model):
+    X = _mixed_rows()
+    body = client.post("/reconstruct?feature_scores=true", json={"vectors": X.tolist()}).json()
+    scores = np.asarray(body["feature_scores"], dtype=default_model.dtype)
+    assert scores.shape == (5, 64) and scores.min() >= 0
+    np.testing.assert_allclose(scores.mean(axis=1), body["errors"], rtol=1e-6)
+    assert np.argmax(scores[4]) != np.argmin(scores[4])  # they say where
+    bad = client.post("/reconstruct?feature_scores=yes", json={"vectors": X.tolist()})
+    assert bad.status_code == 422
+    assert bad.json()["detail"][0]["loc"] == ["query", "feature_scores"]
+
+
+def _npy(X: np.ndarray) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    np.save(buffer, X.astype(np.float32))
+    return buffer.getvalue()
+
+
+def _load(content: bytes) -> np.ndarray:
+    import io
+
+    array: np.ndarray = np.load(io.BytesIO(content), allow_pickle=False)
+    return array
+
+
+@pytest.mark.parametrize(
+    ("accept", "query", "width", "media"),
+    [
+        ("application/x-npy", "", 65, "application/x-npy"),  # layout 1: as before
+        ("application/x-npy; version=2", "", 66, "application/x-npy; version=2"),
+        (
+            "application/x-npy; version=2",
+            "?feature_scores=true",
+            130,
+            "application/x-npy; version=2",
+        ),
+        ("application/x-npy", "?feature_scores=true", 129, "application/x-npy"),
+    ],
+)
+def test_npy_layouts_of_reconstruct(client, default_model, accept, query, width, media):
+    X = _mixed_rows()
+    answer = client.post(
+        "/reconstruct" + query,
+        content=_npy(X),
+        headers={"Content-Type": "application/x-npy", "Accept": accept},
+    )
+    assert answer.headers["content-type"] == media
+    array = _load(answer.content)
+    assert array.shape == (5, width) and array.dtype == np.float32
+    X_hat, errors = default_model.reconstruct(X)
+    np.testing.assert_array_equal(array[:, :64], X_hat)
+    np.testing.assert_array_equal(array[:, 64], errors)
+    if width in (66, 130):
+        assert array[:, 65].tolist() == (errors > default_model.threshold).tolist()
+        assert array[4, 65] == 1 and array[:, 65].min() == 0
+    if width > 66:
+        np.testing.assert_allclose(array[:, -64:].mean(axis=1), errors, rtol=1e-6)
+    assert float(answer.headers["x-outlier-threshold"]) == float(str(default_model.threshold))

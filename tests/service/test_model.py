@@ -69,7 +69,7 @@ def test_logistic_preset_matches_sklearn(tmp_path):
     Xs = scale_pixels(X, lo, scale)
     mlp = MLPRegressor(hidden_layer_sizes=(2,), activation="logistic", max_iter=20, random_state=1)
     mlp.fit(Xs, Xs)
-    save_artifact(tmp_path / "seed", mlp_to_artifact(mlp, lo, scale, {}))
+    save_artifact(tmp_path / "seed", mlp_to_artifact(mlp, lo, scale, {}, X))
     model = Autoencoder.from_dir(tmp_path / "seed")
     np.testing.assert_allclose(
         model._network_output(model._encode_clipped(model._clip(X))), mlp.predict(Xs), atol=1e-9

@@ -57,7 +57,7 @@ def _outputs(response) -> dict[str, np.ndarray]:
     header, binary = _split_answer(response)
     arrays, offset = {}, 0
     for output in header["outputs"]:
-        dtype = {"FP32": np.float32, "FP64": np.float64}[output["datatype"]]
+        dtype = {"FP32": np.float32, "FP64": np.float64, "BOOL": np.bool_}[output["datatype"]]
         if "data" in output:
             array = np.asarray(output["data"], dtype=dtype)
         else:
@@ -106,7 +106,11 @@ def test_model_metadata(client, default_model):
         {"name": "latent", "datatype": "FP32", "shape": [-1, 2]},
         {"name": "reconstruction", "datatype": "FP32", "shape": [-1, 64]},
         {"name": "error", "datatype": "FP32", "shape": [-1]},
+        {"name": "is_outlier", "datatype": "BOOL", "shape": [-1]},
+        {"name": "feature_score", "datatype": "FP32", "shape": [-1, 64]},
     ]
+    assert body["parameters"]["outlier_quantile"] == 0.99
+    assert body["parameters"]["outlier_threshold"] == float(default_model.threshold)
     decoder = client.get(f"/v2/models/digitcode-decoder/versions/{default_model.version}").json()
     assert decoder["inputs"] == [{"name": "latent", "datatype": "FP32", "shape": [-1, 2]}]
     assert decoder["outputs"] == [{"name": "vectors", "datatype": "FP32", "shape": [-1, 64]}]
@@ -139,7 +143,14 @@ def test_json_infer_gives_the_native_numbers(client, sample_rows):
     assert body["id"] == "42" and body["model_name"] == "digitcode"
     assert body["model_version"] == response.headers["x-model-version"]
     out = _outputs(response)
-    assert [o["name"] for o in body["outputs"]] == ["latent", "reconstruction", "error"]
+    # Every output but the per-pixel scores, which only come when named.
+    names = [o["name"] for o in body["outputs"]]
+    assert names == ["latent", "reconstruction", "error", "is_outlier"]
+    assert out["is_outlier"].tolist() == native["is_outlier"]
+    assert body["parameters"] == {
+        "outlier_threshold": native["threshold"],
+        "outlier_quantile": 0.99,
+    }
     # The same float32 values, printed the same way.
     assert out["latent"].tolist() == np.asarray(native_latent, np.float32).tolist()
     assert out["reconstruction"].tolist() == np.asarray(native["vectors"], np.float32).tolist()
@@ -225,7 +236,7 @@ def test_binary_data_output_applies_to_every_output(client, sample_rows):
     response = client.post(INFER, content=body, headers=headers)
     header, binary = _split_answer(response)
     assert all("data" not in o for o in header["outputs"])
-    assert len(binary) == 10 * (2 + 64 + 1) * 4
+    assert len(binary) == 10 * (2 + 64 + 1) * 4 + 10  # is_outlier: one byte each
     # JSON input, binary output
     response = client.post(
         INFER,

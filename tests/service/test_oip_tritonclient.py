@@ -59,7 +59,9 @@ def test_health_and_metadata_through_the_client(client):
     assert client.is_model_ready("digitcode") and client.is_model_ready("digitcode-decoder")
     assert "binary_tensor_data" in client.get_server_metadata()["extensions"]
     meta = client.get_model_metadata("digitcode")
-    assert [o["name"] for o in meta["outputs"]] == ["latent", "reconstruction", "error"]
+    names = [o["name"] for o in meta["outputs"]]
+    assert names == ["latent", "reconstruction", "error", "is_outlier", "feature_score"]
+    assert meta["outputs"][3]["datatype"] == "BOOL"
 
 
 @pytest.mark.parametrize("binary", [True, False], ids=["binary", "json"])
@@ -85,6 +87,11 @@ def test_default_settings_return_every_output_binary(client, native):
     response = result.get_response()
     assert all("binary_data_size" in o["parameters"] for o in response["outputs"])
     np.testing.assert_array_equal(result.as_numpy("latent"), native["latent"])
+    # The outlier flags as BOOL, one byte each, read by the client as numpy booleans.
+    flags = result.as_numpy("is_outlier")
+    threshold = response["parameters"]["outlier_threshold"]
+    assert flags is not None and flags.dtype == np.bool_
+    assert flags.tolist() == (native["error"] > np.float32(threshold)).tolist()
 
 
 @pytest.mark.parametrize("binary", [True, False], ids=["binary", "json"])
