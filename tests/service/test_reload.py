@@ -3,9 +3,11 @@ bad one and keeps serving the old."""
 
 import shutil
 import signal
+import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -88,6 +90,24 @@ def _wait_for(predicate: Callable[[], object], what: str, log: Path, seconds: fl
     pytest.fail(f"timed out after {seconds:.0f} s waiting for {what}; log:\n{log.read_text()}")
 
 
+@contextmanager
+def _serving_a_copy(
+    model_dir: Path, log_path: Path, workers: int, **settings: str
+) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """``python -m service`` on a copy of the default model in ``model_dir``, logging to
+    ``log_path`` (a file, not a pipe: a full pipe would block the server's logging mid-test)."""
+    shutil.copytree(DEFAULT_MODEL, model_dir)
+    env = {
+        "DIGITCODE_MODEL_DIR": str(model_dir),
+        "DIGITCODE_WORKERS": str(workers),
+        "DIGITCODE_LOG_LEVEL": "warning",
+        "DIGITCODE_LOG_FORMAT": "plain",
+        **settings,
+    }
+    with log_path.open("w") as log_file, running_service(env, stderr=log_file) as served:
+        yield served
+
+
 # The line that says the bad model was refused, by who refuses it. One worker re-reads the
 # directory itself (service.dataplane). With several, uvicorn's supervisor starts a replacement
 # worker, whose start-up fails on the model; the supervisor then keeps the running workers and
@@ -98,20 +118,8 @@ REFUSED = {1: "reload refused, still serving the previous models", 2: "aborting 
 @pytest.mark.slow
 @pytest.mark.parametrize("workers", [1, 2])
 def test_sighup_reloads_and_a_bad_model_keeps_the_old(tmp_path, workers):
-    model_dir = tmp_path / "model"
-    shutil.copytree(DEFAULT_MODEL, model_dir)
-    settings = {
-        "DIGITCODE_MODEL_DIR": str(model_dir),
-        "DIGITCODE_WORKERS": str(workers),
-        "DIGITCODE_LOG_LEVEL": "warning",
-        "DIGITCODE_LOG_FORMAT": "plain",
-    }
-    log_path = tmp_path / "server.log"
-    # A file, not a pipe: a full pipe would block the server's logging mid-test.
-    with (
-        log_path.open("w") as log_file,
-        running_service(settings, stderr=log_file) as (server, url),
-    ):
+    model_dir, log_path = tmp_path / "model", tmp_path / "server.log"
+    with _serving_a_copy(model_dir, log_path, workers) as (server, url):
         old = _versions(url)
         new = _write_variant(model_dir, 0.02)
         assert old == {load_artifact(DEFAULT_MODEL).model_version} != {new}
@@ -152,20 +160,8 @@ def test_sighup_under_keep_alive_load_with_two_workers_fails_no_request(tmp_path
     The listener stays open the whole time (other workers hold it), so unlike a SIGTERM of the
     whole service no request may fail, not even one sent after the signal.
     """
-    model_dir = tmp_path / "model"
-    shutil.copytree(DEFAULT_MODEL, model_dir)
-    settings = {
-        "DIGITCODE_MODEL_DIR": str(model_dir),
-        "DIGITCODE_WORKERS": "2",
-        "DIGITCODE_LOG_LEVEL": "warning",
-        "DIGITCODE_LOG_FORMAT": "plain",
-        "DIGITCODE_DRAIN_SECONDS": "1",
-    }
-    log_path = tmp_path / "server.log"
-    with (
-        log_path.open("w") as log_file,
-        running_service(settings, stderr=log_file) as (server, url),
-    ):
+    model_dir, log_path = tmp_path / "model", tmp_path / "server.log"
+    with _serving_a_copy(model_dir, log_path, 2, DIGITCODE_DRAIN_SECONDS="1") as (server, url):
         new = _write_variant(model_dir, 0.02)
         outcomes: list[Outcome] = []
         stop = threading.Event()
