@@ -17,7 +17,8 @@ DEV_STAMP := $(VENV)/.installed-dev
 LOCKFILE := $(VENV)/.lock
 LOCK := $(if $(shell command -v flock),flock $(LOCKFILE),$(PYTHON) -c 'import fcntl, subprocess, sys; f = open(sys.argv[1], "a"); fcntl.flock(f, fcntl.LOCK_EX); sys.exit(subprocess.call(sys.argv[2:]))' $(LOCKFILE))
 
-.PHONY: serve test lint typecheck pytest train evaluate soak docker-test bench lock audit clean \
+.PHONY: serve test lint typecheck pytest train evaluate soak docker-test prometheus-test bench lock \
+	audit clean \
 	venv install-runtime install-dev locked-venv locked-runtime locked-dev
 
 venv:
@@ -98,6 +99,14 @@ soak: install-dev
 
 docker-test: install-dev
 	bash scripts/docker-test.sh
+
+# The Prometheus alerting rules (deploy/prometheus): promtool's checks and unit tests, and a real
+# Prometheus server scraping a running service until the alerts fire. Debian's prometheus package
+# (server and promtool) is installed with apt-get when promtool is missing.
+prometheus-test: install-dev
+	@command -v promtool >/dev/null || apt-get install -y --no-install-recommends prometheus \
+		|| (apt-get update && apt-get install -y --no-install-recommends prometheus)
+	$(BIN)/python -m pytest -q -m prometheus tests/deploy/test_prometheus.py
 
 # Throughput and latency against a no-op and a straightforward FastAPI app, driven by wrk
 # (installed with apt-get if missing); about 8 minutes. Not part of `make test`.

@@ -19,7 +19,7 @@ from numpy.typing import NDArray
 
 from service.artifact import ArtifactError
 from service.errors import RequestError
-from service.observability import set_model_info
+from service.observability import observe_errors, set_model_info
 from service.operations import (
     AUTOENCODER,
     SIGNATURES,
@@ -186,6 +186,9 @@ class DataPlane:
             raise too_many_rows(len(X), self.max_batch, loc)
         check_values(X, signature.input, loc)
         computed = signature.compute(served.model, X, wanted)
+        errors = computed.get("error")
+        if errors is not None:  # every reconstruction is scored, whatever was asked for
+            observe_errors(served, errors)
         if len(computed) != len(wanted):  # computed more than asked for (a by-product)
             computed = {k: computed[k] for k in wanted}
         return Inference(served, computed, len(X))

@@ -12,9 +12,12 @@ import logging
 import os
 import re
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+from numpy.typing import NDArray
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     REGISTRY,
@@ -24,6 +27,7 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from prometheus_client.metrics_core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -42,6 +46,7 @@ __all__ = [
     "ObservabilityMiddleware",
     "configure_logging",
     "metrics_payload",
+    "observe_errors",
     "set_model_info",
 ]
 
@@ -76,20 +81,135 @@ BODY_BYTES = Histogram(
 IN_FLIGHT = Gauge(
     "digitcode_requests_in_flight", "Requests being served now.", multiprocess_mode="livesum"
 )
-MODEL_INFO = Gauge(
+
+
+def _per_model_gauge(name: str, documentation: str, *labels: str) -> Gauge:
+    """A gauge per model version, set alike by every worker (so their maximum is its value)."""
+    return Gauge(
+        name, documentation, ["model", "model_version", *labels], multiprocess_mode="livemax"
+    )
+
+
+MODEL_INFO = _per_model_gauge(
     "digitcode_model_info",
     "The served models: 1 for each version served, 0 for one a reload removed or replaced.",
-    ["model", "model_version", "preset"],
-    multiprocess_mode="livemax",
+    "preset",
 )
+
+OUTLIERS = Counter(
+    "digitcode_outliers_total",
+    "Vectors whose reconstruction error was above the model's outlier threshold.",
+    ["model", "model_version"],
+)
+CALIBRATED_ERROR = _per_model_gauge(
+    "digitcode_reconstruction_error_calibrated",
+    "The error quantiles of the model's held-out digits (its calibration), by quantile.",
+    "quantile",
+)
+OUTLIER_THRESHOLD = _per_model_gauge(
+    "digitcode_outlier_threshold",
+    "The error above which a vector is an outlier (DIGITCODE_OUTLIER_QUANTILE's bound).",
+)
+EXPECTED_OUTLIER_RATIO = _per_model_gauge(
+    "digitcode_outlier_expected_ratio",
+    "The share of outliers the calibration promises at most on digits like its own: 1 - quantile.",
+)
+ERROR_METRIC = "digitcode_reconstruction_error"
+ERROR_HELP = "Reconstruction errors of the vectors scored, buckets at the model's calibration."
 
 access_log = logging.getLogger("digitcode.access")
 
 
+def error_buckets(calibration: dict[str, Any]) -> tuple[float, ...]:
+    """Histogram bounds for one model's errors: its calibrated quantiles and thresholds, a few
+    multiples of its median (so a shift of the median is measured) and of its largest."""
+    quantiles = [float(v) for v in calibration["quantiles"].values()]
+    thresholds = [float(v) for v in calibration["thresholds"].values() if v is not None]
+    median = float(calibration["quantiles"].get("0.5", min(quantiles)))
+    top = max(quantiles + thresholds)
+    around = [median * f for f in (0.25, 0.5, 0.75, 1.25, 1.5, 2.0)]
+    return tuple(sorted({*quantiles, *thresholds, *around, 2 * top, 4 * top, 8 * top}))
+
+
+class _Scores:
+    """One model version's error histogram (its own buckets) and outlier counter."""
+
+    def __init__(self, served: ServedModel) -> None:
+        name, version = served.name, served.version
+        self.threshold = served.model.threshold
+        # Not registered: every version has other buckets, which one Histogram cannot hold.
+        # Multiprocess mode reads them from the workers' files like any metric; in one process
+        # _ScoreCollector exposes them.
+        # The child's buckets are filled a batch at a time (observe() takes one value).
+        histogram = Histogram(
+            ERROR_METRIC,
+            ERROR_HELP,
+            ["model", "model_version"],
+            buckets=error_buckets(served.model.manifest["calibration"]),
+            registry=None,
+        )
+        self.histogram = histogram
+        child = histogram.labels(name, version)
+        self._bounds = np.asarray(child._upper_bounds)
+        self._buckets = child._buckets
+        self._sum = child._sum
+        self._outliers = OUTLIERS.labels(name, version)
+
+    def observe(self, errors: NDArray[Any]) -> None:
+        """Count ``errors`` (n,) in the histogram, and those above the threshold as outliers."""
+        counts = np.bincount(np.searchsorted(self._bounds, errors), minlength=len(self._bounds))
+        for i in np.flatnonzero(counts):
+            self._buckets[i].inc(int(counts[i]))
+        self._sum.inc(float(errors.sum()))
+        if self.threshold is not None:
+            flagged = int(np.count_nonzero(errors > self.threshold))
+            if flagged:
+                self._outliers.inc(flagged)
+
+
+_SCORES: dict[tuple[str, str], _Scores] = {}
+
+
+class _ScoreCollector:
+    """The per-version error histograms as one metric family (single-process mode)."""
+
+    def collect(self) -> Iterator[Metric]:
+        family: Metric | None = None
+        for scores in list(_SCORES.values()):
+            for metric in scores.histogram.collect():
+                if family is None:
+                    family = metric
+                else:
+                    family.samples.extend(metric.samples)
+        if family is not None:
+            yield family
+
+
+REGISTRY.register(_ScoreCollector())
+
+
+def observe_errors(served: ServedModel, errors: NDArray[Any]) -> None:
+    """Record the errors one inference computed (see :data:`ERROR_METRIC`, ``OUTLIERS``)."""
+    scores = _SCORES.get((served.name, served.version))
+    if scores is not None and len(errors):
+        scores.observe(errors)
+
+
 def set_model_info(served: ServedModel, serving: bool) -> None:
-    """Mark one model version as served (1) or no longer served (0)."""
+    """Mark one model version as served (1) or no longer served (0); publish its calibration."""
     preset = str(served.model.manifest.get("preset", ""))
-    MODEL_INFO.labels(served.name, served.version, preset).set(1 if serving else 0)
+    name, version = served.name, served.version
+    MODEL_INFO.labels(name, version, preset).set(1 if serving else 0)
+    model = served.model
+    known = _SCORES.get((name, version))
+    if not serving or (known is not None and known.threshold == model.threshold):
+        return
+    _SCORES[(name, version)] = _Scores(served)
+    for quantile, value in model.manifest["calibration"]["quantiles"].items():
+        CALIBRATED_ERROR.labels(name, version, quantile).set(value)
+    if model.threshold is not None and model.outlier_quantile is not None:
+        OUTLIER_THRESHOLD.labels(name, version).set(float(model.threshold))
+        EXPECTED_OUTLIER_RATIO.labels(name, version).set(1.0 - model.outlier_quantile)
 
 
 def metrics_payload() -> bytes:

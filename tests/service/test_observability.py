@@ -6,10 +6,13 @@ import re
 import subprocess
 
 import httpx
+import numpy as np
 import pytest
 
-from service.observability import JsonFormatter
-from tests.conftest import running_service
+from service.model import Autoencoder
+from service.observability import JsonFormatter, error_buckets
+from tests.conftest import DATA, running_service
+from training.data import load_optdigits
 
 ROW = [1.0] * 64
 
@@ -50,6 +53,62 @@ def test_metrics_count_requests_vectors_and_status(client, default_model):
     preset = default_model.manifest["preset"]
     assert _metric(text, "digitcode_model_info", **model, preset=preset) == 1
     assert "digitcode_requests_in_flight" in text
+
+
+def _mixed_rows() -> list[list[float]]:
+    """Real test digits and two vectors that are nothing like a digit."""
+    X = load_optdigits(DATA / "optdigits.tes")[0][:3]
+    return [*X.tolist(), [16.0] * 64, [0.0, 16.0] * 32]
+
+
+def _outliers(model: Autoencoder) -> int:
+    assert model.threshold is not None
+    return int(np.count_nonzero(model.reconstruct(np.array(_mixed_rows()))[1] > model.threshold))
+
+
+def _scores(text: str, model: Autoencoder, labels: dict[str, str]) -> tuple[float, float]:
+    """The error histogram's count (checked against its buckets) and the outlier count."""
+    count = _metric(text, "digitcode_reconstruction_error_count", **labels)
+    bounds = error_buckets(model.manifest["calibration"])
+    cumulative = [
+        _metric(text, "digitcode_reconstruction_error_bucket", le=repr(b), **labels) for b in bounds
+    ]
+    assert cumulative == sorted(cumulative)  # cumulative buckets, at the calibration's bounds
+    assert _metric(text, "digitcode_reconstruction_error_bucket", le="+Inf", **labels) == count
+    return count, _metric(text, "digitcode_outliers_total", **labels)
+
+
+def test_errors_and_outliers_are_measured_by_the_calibration(client, default_model):
+    labels = {"model": "digitcode", "model_version": default_model.version}
+    before = client.get("/metrics").text
+    rows = _mixed_rows()
+    errors = default_model.reconstruct(np.array(rows))[1]
+    assert client.post("/reconstruct", json={"vectors": rows}).status_code == 200
+    assert client.post("/encode", json={"vectors": rows}).status_code == 200  # not scored
+    oip = {"inputs": [{"name": "vectors", "shape": [5, 64], "datatype": "FP32", "data": rows}]}
+    oip["outputs"] = [{"name": "reconstruction"}]  # errors computed, so scored, not returned
+    assert client.post("/v2/models/digitcode/infer", json=oip).status_code == 200
+    after = client.get("/metrics").text
+    count, outliers = (
+        b - a
+        for a, b in zip(
+            _scores(before, default_model, labels),
+            _scores(after, default_model, labels),
+            strict=True,
+        )
+    )
+    assert count == 10
+    assert outliers == 2 * _outliers(default_model) and outliers >= 4
+    median = default_model.manifest["calibration"]["quantiles"]["0.5"]
+    below = _metric(after, "digitcode_reconstruction_error_bucket", le=repr(median), **labels)
+    below -= _metric(before, "digitcode_reconstruction_error_bucket", le=repr(median), **labels)
+    assert below == 2 * int(np.count_nonzero(errors <= median))
+    assert _metric(after, "digitcode_outlier_threshold", **labels) == float(default_model.threshold)
+    assert _metric(after, "digitcode_outlier_expected_ratio", **labels) == pytest.approx(0.01)
+    assert (
+        _metric(after, "digitcode_reconstruction_error_calibrated", quantile="0.5", **labels)
+        == median
+    )
 
 
 def test_unknown_paths_share_one_label(client, default_model):
@@ -123,9 +182,11 @@ def test_two_workers_share_metrics_and_log_json_lines(default_model):
     settings = {"DIGITCODE_WORKERS": "2"}
     model = {"model": "digitcode", "model_version": default_model.version}
     with running_service(settings, stderr=subprocess.PIPE) as (server, url):
+        rows = _mixed_rows()
         for _ in range(30):  # a new connection each time, so both workers take some
             with httpx.Client(base_url=url) as c:
                 assert c.post("/encode", json={"vectors": [ROW] * 2}).status_code == 200
+                assert c.post("/reconstruct", json={"vectors": rows}).status_code == 200
         # every /metrics answer, from whichever worker, adds up all workers' counts
         for _ in range(4):
             with httpx.Client(base_url=url) as c:
@@ -133,6 +194,7 @@ def test_two_workers_share_metrics_and_log_json_lines(default_model):
             ok = {"endpoint": "/encode", "method": "POST", "status": "200"}
             assert _metric(text, "digitcode_requests_total", **ok, **model) == 30
             assert _metric(text, "digitcode_vectors_total", endpoint="/encode", **model) == 60
+            assert _scores(text, default_model, model) == (30 * 5, 30 * _outliers(default_model))
         server.terminate()
         server.wait(timeout=30)
         log = server.stderr.read() if server.stderr else ""

@@ -80,7 +80,8 @@ def test_command_writes_report_and_figures(tmp_path, tiny_model_dir, data, capsy
     test = write_optdigits(tmp_path / "s.tes", X_te, y_te)
     out = tmp_path / "report"
     argv = ["--model", str(tiny_model_dir), "--train", str(train), "--test", str(test)]
-    assert main([*argv, "--out", str(out), "--seed-model", str(tiny_model_dir)]) == 0
+    argv += ["--seed-model", str(tiny_model_dir), "--novelty-preset", "seed"]
+    assert main([*argv, "--novelty-epochs", "2", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "| PCA-2 |" in printed and "anomaly AUC" in printed
     report = (out / "README.md").read_text()
@@ -91,6 +92,27 @@ def test_command_writes_report_and_figures(tmp_path, tiny_model_dir, data, capsy
     metrics = json.loads((out / "metrics.json").read_text())
     assert [r["name"] for r in metrics["rows"]][:3] == ["mean only", "PCA-2", "PCA-5"]
     assert f"anomaly AUC (test digits vs noise): {metrics['anomaly_auc']:.4f}" in printed
+    # The outlier evaluation: every detector on every set, novelty for each digit left out.
+    outliers = metrics["outliers"]
+    detectors = [
+        "autoencoder (served)",
+        "PCA-2 error",
+        "PCA-5 error",
+        "IsolationForest",
+        "LOF (novelty)",
+        "5th-nearest training digit",
+    ]
+    assert list(outliers["false_positives"]) == detectors
+    assert list(outliers["novelty"]) == detectors
+    assert "rotated 90°" in outliers["sets"] and "uniform noise" in outliers["sets"]
+    for by_detector in outliers["sets"].values():
+        assert list(by_detector) == detectors
+        assert all(0 <= r["auc"] <= 1 and 0 <= r["detected"] <= 1 for r in by_detector.values())
+    # The same test digits and noise as the headline's anomaly AUC: the same figure.
+    assert (
+        outliers["sets"]["uniform noise"]["autoencoder (served)"]["auc"] == metrics["anomaly_auc"]
+    )
+    assert "## Outliers" in report and "**Where a baseline wins**" in report
 
 
 def test_command_refuses_missing_files(tmp_path, tiny_model_dir, capsys):
