@@ -33,6 +33,7 @@ import httptools
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from service.errors import RequestError, error_style
+from service.observability import record_refusal
 
 __all__ = ["CUT_STATE_KEY", "SWEEP_SECONDS", "GuardedHttpProtocol", "Limits"]
 
@@ -111,7 +112,8 @@ class GuardedHttpProtocol(HttpToolsProtocol):
                     503,
                     f"Server busy: {self.limits.max_connections} open connections "
                     "(limit per worker); retry shortly",
-                )
+                ),
+                "connection_limit",
             )
             return
         # A connection that never sends a byte is cut like a request whose headers never end.
@@ -186,7 +188,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             if self._phase_bytes > self._max_header_bytes and self._header_size() > (
                 self._max_header_bytes
             ):
-                self._refuse(self._headers_too_large())
+                self._refuse(self._headers_too_large(), "headers_too_large")
             elif cycle.more_body:  # the body phase, until the message is complete
                 self._phase = _BODY
                 self._phase_bytes = len(cycle.body)
@@ -196,7 +198,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
                 self._phase = _IDLE
         elif self._phase == _HEADERS:
             if self._phase_bytes > self._max_header_bytes:
-                self._refuse(self._headers_too_large())
+                self._refuse(self._headers_too_large(), "headers_too_large")
             elif not self._since:  # the request's first read: its clock starts
                 self._since = self.loop.time()
         elif self._phase == _BODY and not cycle.more_body:
@@ -221,11 +223,13 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         elapsed = now - self._since
         if self._phase == _HEADERS:
             if elapsed > limits.header_timeout:
+                idle = self._phase_bytes == 0
                 self._refuse(
                     RequestError(
                         408, f"Request headers not complete within {limits.header_timeout:g} s"
                     ),
-                    quietly=self._phase_bytes == 0,
+                    "idle" if idle else "header_timeout",
+                    quietly=idle,
                 )
             return
         if self.flow.read_paused:  # we stopped reading (the app has not taken what came)
@@ -240,7 +244,8 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             what = f"arriving slower than {limits.body_min_rate:g} bytes/s"
         else:
             return
-        self._refuse(RequestError.one(408, ["body"], f"Request body {what}", "body_timeout"))
+        error = RequestError.one(408, ["body"], f"Request body {what}", "body_timeout")
+        self._refuse(error, "body_timeout")
 
     def _header_size(self) -> int:
         return len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
@@ -250,13 +255,19 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             431, f"Request headers exceed the limit of {self.limits.max_header_bytes} bytes"
         )
 
-    def _refuse(self, error: RequestError, quietly: bool = False) -> None:
-        """Answer ``error`` (unless this request has an answer already, or ``quietly``); close."""
+    def _refuse(self, error: RequestError, reason: str, quietly: bool = False) -> None:
+        """Answer ``error`` (unless this request has an answer already, or ``quietly``); close.
+
+        ``reason`` labels the refusal in the log and metrics when the app never saw the request
+        (the app logs and counts those it was serving, with the same status).
+        """
         self._cut = True
         self._phase = _IDLE
         cycle = self.cycle
         current = cycle is not None and cycle.scope is self.scope  # the app has this request
         running = current and not cycle.response_complete
+        if not running:
+            record_refusal(error.status_code, reason, self.client)
         if running:
             # The app may be reading this request's body: it sees a disconnect, and why.
             cycle.scope["state"][CUT_STATE_KEY] = error

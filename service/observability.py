@@ -47,6 +47,7 @@ __all__ = [
     "configure_logging",
     "metrics_payload",
     "observe_errors",
+    "record_refusal",
     "set_model_info",
 ]
 
@@ -96,6 +97,11 @@ MODEL_INFO = _per_model_gauge(
     "preset",
 )
 
+REFUSED = Counter(
+    "digitcode_connections_refused_total",
+    "Requests or connections cut before the app saw a request, by status and reason.",
+    ["status", "reason"],
+)
 OUTLIERS = Counter(
     "digitcode_outliers_total",
     "Vectors whose reconstruction error was above the model's outlier threshold.",
@@ -118,6 +124,29 @@ ERROR_METRIC = "digitcode_reconstruction_error"
 ERROR_HELP = "Reconstruction errors of the vectors scored, buckets at the model's calibration."
 
 access_log = logging.getLogger("digitcode.access")
+
+
+connection_log = logging.getLogger("digitcode.connections")
+
+
+def record_refusal(status: int, reason: str, client: tuple[str, int] | None) -> None:
+    """Count and log one refusal by the connection guards (:mod:`service.connections`).
+
+    ``reason``: ``connection_limit``, ``headers_too_large``, ``header_timeout``, ``idle`` (a
+    connection that sent nothing; closed without an answer) or ``body_timeout``.
+    """
+    REFUSED.labels(str(status), reason).inc()
+    level = logging.INFO if reason == "idle" else logging.WARNING  # idle: browsers pre-connect
+    if connection_log.isEnabledFor(level):
+        peer = f"{client[0]}:{client[1]}" if client else None
+        connection_log.log(
+            level,
+            "refused %s: %d %s",
+            peer or "a client",
+            status,
+            reason,
+            extra={"status": status, "reason": reason, "client": peer},
+        )
 
 
 def error_buckets(calibration: dict[str, Any]) -> tuple[float, ...]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import re
 import resource
 import time
 from collections import Counter
@@ -234,9 +235,20 @@ def test_slow_and_idle_headers_time_out_and_connections_are_bounded(server):
         await asyncio.sleep(0.3)
         async with httpx.AsyncClient(base_url=url) as client:
             after = (await client.post("/encode", json=ONE)).status_code
-        return slow, slow_after, idle, over, after
+            metrics = (await client.get("/metrics")).text
+        return slow, slow_after, idle, over, after, metrics
 
-    slow, slow_after, idle, over, after = asyncio.run(scenario())
+    slow, slow_after, idle, over, after, metrics = asyncio.run(scenario())
+    # Refused before the app saw a request, so counted (and logged) by the guards themselves.
+    refused = {}
+    for labels, value in re.findall(r"digitcode_connections_refused_total\{(.*?)\} (\S+)", metrics):
+        fields = dict(kv.split("=", 1) for kv in labels.replace('"', "").split(","))
+        refused[fields["status"], fields["reason"]] = float(value)
+    assert refused == {
+        ("408", "header_timeout"): 1,
+        ("408", "idle"): 1,
+        ("503", "connection_limit"): 1,
+    }
     assert slow.startswith(b"HTTP/1.1 408 "), slow
     assert b"not complete within 2 s" in slow
     assert 1.5 < slow_after < 4, slow_after
