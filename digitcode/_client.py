@@ -38,10 +38,11 @@ class Outliers(NamedTuple):
     errors : ndarray of shape (n,)
         Each vector's reconstruction error (scaled units).
     is_outlier : ndarray of bool, shape (n,)
-        Whether the error is above the threshold.
+        Whether the vector is an outlier: its error above the threshold, or its distance to
+        the model's prototypes above theirs (``POST /reconstruct`` in JSON has the distances).
     threshold : ndarray of shape (n,)
-        The threshold each vector was judged by: the model's calibrated one (the same for all
-        unless the service reloaded another model between two batches).
+        The error threshold each vector was judged by: the model's calibrated one (the same for
+        all unless the service reloaded another model between two batches).
     """
 
     vectors: Array

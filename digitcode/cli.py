@@ -13,8 +13,8 @@ Output
     ``-o`` picks the format by extension in the same way: ``.npy`` (a float64 array), ``.tsv``,
     otherwise CSV; without ``-o``, or with ``-o -``, CSV on standard output. No header line.
     Columns: ``encode`` → z1, z2; ``decode`` → 64 pixels; ``reconstruct`` → 64 pixels, error,
-    is_outlier (1 when the error is above the model's calibrated threshold, else 0); then the
-    label, if the input had one.
+    is_outlier (1 when the error, or the distance to the model's prototypes, is above its
+    calibrated threshold, else 0); then the label, if the input had one.
 Digits
     The service computes in its model's precision, the ``dtype`` of ``GET /model`` (float32 for
     the default model). The client hands back float64 arrays, but what they hold depends on the

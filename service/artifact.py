@@ -7,7 +7,9 @@ An artifact is a directory holding two files:
     of shape (64,), then ``W0, b0, W1, b1, ...`` for every layer (``W{i}`` of shape
     ``(layer_sizes[i], layer_sizes[i + 1])``, ``b{i}`` of shape ``(layer_sizes[i + 1],)``).
     The scaler is float64. The layers are all float32 or all float64: the precision the
-    network was trained in, which is also the one it is served in.
+    network was trained in, which is also the one it is served in. Then ``prototypes`` of shape
+    ``(k, 64)``, in the layers' dtype: k typical training digits in scaled units (k-means
+    centres), the second outlier score's reference (see :func:`calibration`).
 ``manifest.json``
     Format version, the sha256 of ``weights.npz``, the network's shape, activation and dtype,
     the outlier calibration (see :func:`calibration`) with its own sha256, and the training
@@ -53,9 +55,10 @@ __all__ = [
     "sha256_file",
 ]
 
-# 2: the manifest has an outlier calibration. Artifacts of format 1 are refused with the command
-# that adds one (python -m training.calibrate).
-FORMAT_VERSION = 2
+# 2: the manifest has an outlier calibration of the reconstruction error.
+# 3: weights.npz has prototypes, and the calibration covers the distance to them too.
+# Older artifacts are refused with the command that upgrades them (python -m training.calibrate).
+FORMAT_VERSION = 3
 MANIFEST_FILE = "manifest.json"
 WEIGHTS_FILE = "weights.npz"
 N_FEATURES = 64
@@ -104,6 +107,9 @@ class Artifact:
         Weights and biases share one dtype, float32 or float64 (see :attr:`dtype`).
     manifest : dict
         The manifest; see :func:`save_artifact` for the fields.
+    prototypes : ndarray of shape (k, 64), optional
+        Typical training digits in scaled units, in the layers' dtype (training adds them
+        with the calibration; every saved or loaded artifact has them).
     """
 
     scaler_min: NDArray[np.float64]
@@ -111,6 +117,7 @@ class Artifact:
     weights: list[NDArray[np.floating[Any]]]
     biases: list[NDArray[np.floating[Any]]]
     manifest: dict[str, Any] = field(default_factory=dict)
+    prototypes: NDArray[np.floating[Any]] | None = None
 
     @property
     def dtype(self) -> np.dtype[Any]:
@@ -145,7 +152,7 @@ class Artifact:
         return str(self.manifest["model_version"])
 
     def outlier_threshold(self, quantile: float) -> float:
-        """The calibrated threshold for ``quantile``: errors above it are outliers.
+        """The calibrated error threshold for ``quantile``: errors above it are outliers.
 
         Raises
         ------
@@ -153,7 +160,21 @@ class Artifact:
             If the calibration has no threshold for ``quantile`` (not one it records, or
             too few calibration rows to bound it).
         """
+        return self._threshold(quantile, self.manifest.get("calibration") or {})
+
+    def distance_threshold(self, quantile: float) -> float:
+        """The calibrated threshold for ``quantile`` of the distance to the nearest prototype.
+
+        Raises
+        ------
+        ArtifactError
+            As :meth:`outlier_threshold`.
+        """
         cal = self.manifest.get("calibration") or {}
+        return self._threshold(quantile, {**cal, **(cal.get("distance") or {})})
+
+    @staticmethod
+    def _threshold(quantile: float, cal: dict[str, Any]) -> float:
         thresholds = cal.get("thresholds", {})
         value = thresholds.get(_quantile_key(quantile))
         if value is None:
@@ -176,6 +197,8 @@ class Artifact:
         for i, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
             out[f"W{i}"] = w
             out[f"b{i}"] = b
+        if self.prototypes is not None:
+            out["prototypes"] = self.prototypes
         return out
 
 
@@ -202,17 +225,38 @@ def _upper_bound_rank(n: int, q: float, confidence: float) -> int | None:
     return None
 
 
+def _levels(
+    scores: NDArray[np.floating[Any]], quantiles: tuple[float, ...], confidence: float
+) -> dict[str, dict[str, float | None]]:
+    values = np.sort(np.asarray(scores, dtype=np.float64))
+    n = len(values)
+    if n == 0 or not np.all(np.isfinite(values)):
+        raise ArtifactError("calibration needs at least one finite score")
+    thresholds: dict[str, float | None] = {}
+    for q in quantiles:
+        rank = _upper_bound_rank(n, q, confidence)
+        thresholds[_quantile_key(q)] = None if rank is None else float(values[rank - 1])
+    return {
+        "quantiles": {_quantile_key(q): float(np.quantile(values, q)) for q in quantiles},
+        "thresholds": thresholds,
+    }
+
+
 def calibration(
     errors: NDArray[np.floating[Any]],
+    distances: NDArray[np.floating[Any]] | None = None,
     quantiles: tuple[float, ...] = CALIBRATION_QUANTILES,
     confidence: float = CALIBRATION_CONFIDENCE,
 ) -> dict[str, Any]:
-    """The outlier calibration of a model: its error quantiles on rows it was not fitted on.
+    """The outlier calibration of a model: its two scores' quantiles on rows it was not fitted on.
 
     Parameters
     ----------
     errors : ndarray of shape (n,)
         Reconstruction errors of held-out rows (training's validation split).
+    distances : ndarray of shape (n,), optional
+        The same rows' distances to the nearest prototype (every artifact has them; other
+        scores are calibrated without).
     quantiles : tuple of float
         Levels in (0, 1).
     confidence : float
@@ -221,26 +265,25 @@ def calibration(
     Returns
     -------
     dict
-        ``rows`` (n), ``confidence``, ``quantiles`` (the empirical quantiles) and
+        ``rows`` (n), ``confidence``, ``quantiles`` (the errors' empirical quantiles) and
         ``thresholds``: for each level, the smallest error that is an upper confidence bound
-        of that quantile (an order statistic; ``None`` when n is too small). An error above
-        the threshold for 0.99 is an outlier; on rows like the held-out ones that happens to
-        at most 1 % of them, with the stated confidence.
+        of that quantile (an order statistic; ``None`` when n is too small); ``distance``:
+        the same two for the distances. A vector is an outlier when its error or its distance
+        is above its threshold for the served level (0.99): on rows like the held-out ones
+        each happens to at most 1 % of them, with the stated confidence, so both together to
+        at most 2 %.
     """
-    values = np.sort(np.asarray(errors, dtype=np.float64))
-    n = len(values)
-    if n == 0 or not np.all(np.isfinite(values)):
-        raise ArtifactError("calibration needs at least one finite error")
-    thresholds: dict[str, float | None] = {}
-    for q in quantiles:
-        rank = _upper_bound_rank(n, q, confidence)
-        thresholds[_quantile_key(q)] = None if rank is None else float(values[rank - 1])
-    return {
-        "rows": n,
+    errors = np.asarray(errors)
+    out: dict[str, Any] = {
+        "rows": len(errors),
         "confidence": confidence,
-        "quantiles": {_quantile_key(q): float(np.quantile(values, q)) for q in quantiles},
-        "thresholds": thresholds,
+        **_levels(errors, quantiles, confidence),
     }
+    if distances is not None:
+        if len(distances) != len(errors):
+            raise ArtifactError("calibration needs one distance per error")
+        out["distance"] = _levels(distances, quantiles, confidence)
+    return out
 
 
 def _calibration_sha256(cal: Any) -> str:
@@ -254,11 +297,18 @@ def _check_calibration(path: Path, manifest: dict[str, Any]) -> None:
     if _calibration_sha256(cal) != manifest["calibration_sha256"]:
         raise ArtifactError(f"{bad} does not match calibration_sha256 (edited or corrupted)")
     rows, confidence = cal.get("rows"), cal.get("confidence")
-    quantiles, thresholds = cal.get("quantiles"), cal.get("thresholds")
     if not (isinstance(rows, int) and rows > 0):
         raise ArtifactError(f"{bad}: rows must be a positive integer")
     if not (isinstance(confidence, float) and 0 < confidence < 1):
         raise ArtifactError(f"{bad}: confidence must be in (0, 1)")
+    if not isinstance(cal.get("distance"), dict):
+        raise ArtifactError(f"{bad}: no distance calibration (format {FORMAT_VERSION} has one)")
+    _check_levels(bad, cal)
+    _check_levels(f"{bad} distance", cal["distance"])
+
+
+def _check_levels(bad: str, cal: dict[str, Any]) -> None:
+    quantiles, thresholds = cal.get("quantiles"), cal.get("thresholds")
     if not (isinstance(quantiles, dict) and quantiles and isinstance(thresholds, dict)):
         raise ArtifactError(f"{bad}: quantiles and thresholds must be objects")
     previous = -1.0
@@ -269,7 +319,7 @@ def _check_calibration(path: Path, manifest: dict[str, Any]) -> None:
             level = -1.0
         if not 0 < level < 1 or not _nonnegative(value) or value < previous:
             raise ArtifactError(
-                f"{bad}: quantile {key!r} must be a level in (0, 1) with an error >= 0, "
+                f"{bad}: quantile {key!r} must be a level in (0, 1) with a score >= 0, "
                 "not below the lower levels'"
             )
         previous = value
@@ -344,6 +394,8 @@ def save_artifact(
         digest = sha256_file(weights_path)
         if not isinstance(artifact.manifest.get("calibration"), dict):
             raise ArtifactError("the manifest has no outlier calibration (see calibration())")
+        if artifact.prototypes is None:
+            raise ArtifactError("the artifact has no prototypes")
         manifest = {
             **artifact.manifest,
             "calibration_sha256": _calibration_sha256(artifact.manifest["calibration"]),
@@ -392,12 +444,13 @@ def _read_manifest(path: Path, calibrated: bool = True) -> dict[str, Any]:
     if not isinstance(manifest, dict):
         raise ArtifactError(f"{path}: expected a JSON object")
     version = manifest.get("format_version")
-    if version == 1 and not calibrated:  # to be calibrated: checked as in format 1
+    if version in (1, 2) and not calibrated:  # to be upgraded: checked as in format 1
         version = FORMAT_VERSION
         manifest = {**manifest, "calibration": {}, "calibration_sha256": ""}
-    elif version == 1:
+    elif version in (1, 2):
+        what = "no outlier calibration" if version == 1 else "no prototypes"
         raise ArtifactError(
-            f"{path}: format_version 1 has no outlier calibration; add one with "
+            f"{path}: format_version {version} has {what}; upgrade it with "
             f"python -m training.calibrate {path.parent} --train <its optdigits.tra>"
         )
     if version != FORMAT_VERSION:
@@ -456,7 +509,8 @@ def load_artifact(model_dir: Path | str, calibrated: bool = True) -> Artifact:
     Checks the format version, the outlier calibration and its sha256, the sha256 of the
     weights file, every array's presence, dtype (float32 or float64, one dtype for all layers),
     shape and finiteness. Never unpickles anything. With ``calibrated=False`` (for
-    ``training.calibrate`` only) the calibration is not checked, and format 1 is read.
+    ``training.calibrate`` only) the calibration and prototypes are not checked, and formats
+    1 and 2 are read.
 
     Raises
     ------
@@ -485,11 +539,19 @@ def load_artifact(model_dir: Path | str, calibrated: bool = True) -> Artifact:
     for i in range(n_layers):
         expected[f"W{i}"] = (sizes[i], sizes[i + 1])
         expected[f"b{i}"] = (sizes[i + 1],)
+    if calibrated:
+        expected["prototypes"] = (-1, N_FEATURES)
     arrays = _read_arrays(weights_path, list(expected))
     for name, shape in expected.items():
-        if arrays[name].shape != shape:
+        found = arrays[name].shape
+        if (
+            len(found) != len(shape)
+            or any(e not in (-1, f) for e, f in zip(shape, found, strict=True))
+            or 0 in found
+        ):
+            wanted = "(k, 64) with k >= 1" if name == "prototypes" else str(shape)
             raise ArtifactError(
-                f"{weights_path}: array {name} has shape {arrays[name].shape}, expected {shape}"
+                f"{weights_path}: array {name} has shape {found}, expected {wanted}"
             )
         if not np.all(np.isfinite(arrays[name])):
             raise ArtifactError(f"{weights_path}: array {name} contains NaN or infinity")
@@ -501,11 +563,14 @@ def load_artifact(model_dir: Path | str, calibrated: bool = True) -> Artifact:
         weights=[arrays[f"W{i}"] for i in range(n_layers)],
         biases=[arrays[f"b{i}"] for i in range(n_layers)],
         manifest=manifest,
+        prototypes=arrays.get("prototypes"),
     )
     try:
         dtype = str(artifact.dtype)
     except ArtifactError as exc:
         raise ArtifactError(f"{weights_path}: {exc}") from None
+    if artifact.prototypes is not None and artifact.prototypes.dtype != artifact.dtype:
+        raise ArtifactError(f"{weights_path}: prototypes are not {dtype} like the layers")
     declared = manifest.get("dtype", dtype)  # absent in artifacts from before it
     if declared != dtype:
         raise ArtifactError(

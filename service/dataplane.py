@@ -19,7 +19,7 @@ from numpy.typing import NDArray
 
 from service.artifact import ArtifactError
 from service.errors import RequestError
-from service.observability import observe_errors, set_model_info
+from service.observability import observe_scores, set_model_info
 from service.operations import (
     AUTOENCODER,
     SIGNATURES,
@@ -188,7 +188,7 @@ class DataPlane:
         computed = signature.compute(served.model, X, wanted)
         errors = computed.get("error")
         if errors is not None:  # every reconstruction is scored, whatever was asked for
-            observe_errors(served, errors)
+            observe_scores(served, errors, computed["is_outlier"])
         if len(computed) != len(wanted):  # computed more than asked for (a by-product)
             computed = {k: computed[k] for k in wanted}
         return Inference(served, computed, len(X))

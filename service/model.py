@@ -8,16 +8,26 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import numpy as np
 from numpy.typing import NDArray
 
 from service.artifact import PIXEL_MAX, Artifact, ArtifactError, load_artifact
 
-__all__ = ["Autoencoder", "scale_pixels", "unscale_pixels"]
+__all__ = ["Autoencoder", "Forward", "scale_pixels", "unscale_pixels"]
 
 Array = NDArray[np.float64]
+
+
+class Forward(NamedTuple):
+    """Everything one pass computes (see :meth:`Autoencoder.forward`)."""
+
+    latent: Array  # (n, 2)
+    reconstruction: Array  # (n, 64), pixel units
+    errors: Array  # (n,)
+    pixel_errors: Array  # (n, 64)
+    distances: Array | None  # (n,); None for a model without prototypes (in training only)
 
 
 def _clip01(x: Array) -> Array:
@@ -116,11 +126,20 @@ class Autoencoder:
         # Errors above it are outliers (None without a quantile: training's use).
         # In the model's dtype, like the errors it is compared with (and printed with as many
         # digits: the calibration's thresholds are errors the model computed).
-        self.threshold: np.floating[Any] | None = (
-            None
-            if outlier_quantile is None
-            else self.dtype.type(artifact.outlier_threshold(outlier_quantile))
-        )
+        self.threshold: np.floating[Any] | None = None
+        self.distance_threshold: np.floating[Any] | None = None
+        if outlier_quantile is not None:
+            self.threshold = self.dtype.type(artifact.outlier_threshold(outlier_quantile))
+            self.distance_threshold = self.dtype.type(artifact.distance_threshold(outlier_quantile))
+        # Distances to the prototypes as |x|^2 + min_k (|p_k|^2 - 2 x.p_k): one matrix product.
+        P = artifact.prototypes
+        self._prototypes: tuple[Array, Array] | None = None
+        if P is not None:
+            P64 = P.astype(np.float64)
+            self._prototypes = (
+                cast(Array, (-2.0 * P64.T).astype(self.dtype)),
+                cast(Array, np.einsum("ij,ij->i", P64, P64).astype(self.dtype)),
+            )
         self._act = _ACTIVATIONS[artifact.activation]
         k = artifact.latent_layer
         # Typed as float64 like the rest of the module: float32 arrays behave the same here.
@@ -236,26 +255,28 @@ class Autoencoder:
             Mean squared error per vector in scaled [0, 1] units, between the scaled input and
             its reconstruction: an anomaly score.
         """
-        _, X_hat, errors, _ = self.forward(X)
-        return X_hat, errors
+        out = self.forward(X, distances=False)
+        return out.reconstruction, out.errors
 
-    def forward(self, X: Array) -> tuple[Array, Array, Array, Array]:
-        """Latent codes, reconstructions, errors and per-pixel errors from one pass.
+    def forward(self, X: Array, distances: bool = True) -> Forward:
+        """Latent codes, reconstructions and both outlier scores from one pass.
 
         Parameters
         ----------
         X : ndarray of shape (n, 64)
             Pixel values 0..16.
+        distances : bool
+            False: skip the distances (None).
 
         Returns
         -------
-        Z : ndarray of shape (n, 2)
-            As :meth:`encode`.
-        X_hat, errors : ndarray of shape (n, 64), ndarray of shape (n,)
-            As :meth:`reconstruct`.
-        pixel_errors : ndarray of shape (n, 64)
-            The squared error of each pixel in scaled units (``errors`` is their mean): where
-            a vector is unlike what the model knows (Alibi Detect's ``feature_score``).
+        Forward
+            ``latent`` (n, 2) as :meth:`encode`; ``reconstruction`` (n, 64) and ``errors``
+            (n,) as :meth:`reconstruct`; ``pixel_errors`` (n, 64), the squared error of each
+            pixel in scaled units (``errors`` is their mean: where a vector is unlike what the
+            model reconstructs, Alibi Detect's ``feature_score``); ``distances`` (n,), the mean
+            squared distance in scaled units to the nearest prototype (typical training digits),
+            None if the artifact has none.
         """
         lo, scale = self._scaler_min, self._scaler_scale
         Xc = self._clip(X)
@@ -263,7 +284,36 @@ class Autoencoder:
         Ys = self._decode_scaled(Z)
         Xs = Xc - lo  # the scaled input, for the errors: (clip(x, lo, hi) - lo) * s
         Xs *= scale
+        d = self._distances(Xs) if distances and self._prototypes is not None else None
         Xs -= Ys
         np.square(Xs, out=Xs)
         errors = np.mean(Xs, axis=1)
-        return Z, unscale_pixels(Ys, lo, scale), errors, Xs
+        return Forward(Z, unscale_pixels(Ys, lo, scale), errors, Xs, d)
+
+    def _distances(self, Xs: Array) -> Array:
+        assert self._prototypes is not None
+        minus_2pt, squares = self._prototypes
+        D = Xs @ minus_2pt
+        D += squares
+        d = D.min(axis=1)
+        d += np.einsum("ij,ij->i", Xs, Xs)
+        d *= 1.0 / Xs.shape[1]
+        # Rounding can leave -0.0000001 for a prototype itself.
+        return cast(Array, np.maximum(d, 0.0, out=d))
+
+    def is_outlier(self, errors: Array, distances: Array) -> NDArray[np.bool_]:
+        """Whether each vector is an outlier: its error or its distance above its threshold.
+
+        Parameters
+        ----------
+        errors, distances : ndarray of shape (n,)
+            From :meth:`forward`.
+
+        Returns
+        -------
+        ndarray of bool, shape (n,)
+        """
+        assert self.threshold is not None and self.distance_threshold is not None
+        flags = errors > self.threshold
+        flags |= distances > self.distance_threshold
+        return flags

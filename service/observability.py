@@ -46,7 +46,7 @@ __all__ = [
     "ObservabilityMiddleware",
     "configure_logging",
     "metrics_payload",
-    "observe_errors",
+    "observe_scores",
     "record_refusal",
     "set_model_info",
 ]
@@ -118,7 +118,8 @@ OUTLIER_THRESHOLD = _per_model_gauge(
 )
 EXPECTED_OUTLIER_RATIO = _per_model_gauge(
     "digitcode_outlier_expected_ratio",
-    "The share of outliers the calibration promises at most on digits like its own: 1 - quantile.",
+    "The share of outliers the calibration promises at most on digits like its own: "
+    "2 * (1 - quantile), each of its two scores at most 1 - quantile.",
 )
 ERROR_METRIC = "digitcode_reconstruction_error"
 ERROR_HELP = "Reconstruction errors of the vectors scored, buckets at the model's calibration."
@@ -184,16 +185,15 @@ class _Scores:
         self._sum = child._sum
         self._outliers = OUTLIERS.labels(name, version)
 
-    def observe(self, errors: NDArray[Any]) -> None:
-        """Count ``errors`` (n,) in the histogram, and those above the threshold as outliers."""
+    def observe(self, errors: NDArray[Any], is_outlier: NDArray[Any]) -> None:
+        """Count ``errors`` (n,) in the histogram, and the outliers among them."""
         counts = np.bincount(np.searchsorted(self._bounds, errors), minlength=len(self._bounds))
         for i in np.flatnonzero(counts):
             self._buckets[i].inc(int(counts[i]))
         self._sum.inc(float(errors.sum()))
-        if self.threshold is not None:
-            flagged = int(np.count_nonzero(errors > self.threshold))
-            if flagged:
-                self._outliers.inc(flagged)
+        flagged = int(np.count_nonzero(is_outlier))
+        if flagged:
+            self._outliers.inc(flagged)
 
 
 _SCORES: dict[tuple[str, str], _Scores] = {}
@@ -217,11 +217,12 @@ class _ScoreCollector:
 REGISTRY.register(_ScoreCollector())
 
 
-def observe_errors(served: ServedModel, errors: NDArray[Any]) -> None:
-    """Record the errors one inference computed (see :data:`ERROR_METRIC`, ``OUTLIERS``)."""
+def observe_scores(served: ServedModel, errors: NDArray[Any], is_outlier: NDArray[Any]) -> None:
+    """Record the errors (n,) and outlier flags (n,) one inference computed (see
+    :data:`ERROR_METRIC`, ``OUTLIERS``)."""
     scores = _SCORES.get((served.name, served.version))
     if scores is not None and len(errors):
-        scores.observe(errors)
+        scores.observe(errors, is_outlier)
 
 
 def set_model_info(served: ServedModel, serving: bool) -> None:
@@ -238,7 +239,9 @@ def set_model_info(served: ServedModel, serving: bool) -> None:
         CALIBRATED_ERROR.labels(name, version, quantile).set(value)
     if model.threshold is not None and model.outlier_quantile is not None:
         OUTLIER_THRESHOLD.labels(name, version).set(float(model.threshold))
-        EXPECTED_OUTLIER_RATIO.labels(name, version).set(1.0 - model.outlier_quantile)
+        # Each of the two scores is above its threshold for at most 1 - q of normal rows.
+        promised = min(1.0, 2 * (1.0 - model.outlier_quantile))
+        EXPECTED_OUTLIER_RATIO.labels(name, version).set(promised)
 
 
 def metrics_payload() -> bytes:

@@ -53,12 +53,12 @@ def _native(op: NativeOperation, schemas: dict[str, Any]) -> dict[str, Any]:
     in_shape, out_width = f"(n, {spec.width})", op.npy_width()
     npy_answer = (
         f"a `.npy` array of shape (n, {out_width}) in the request's float type (columns: "
-        f"{', '.join(key for key, _ in op.answer[: op.npy_v1])}"
+        f"{', '.join(key for key, _ in op.npy_answer(1))}"
     )
-    if op.npy_v1 is not None:
+    if len(op.npy_layouts) > 1:
         npy_answer += (
             f"); with `Accept: {NPY_TYPE}; version=2`, shape (n, {op.npy_width(2)}) (columns: "
-            f"{', '.join(key for key, _ in op.answer)}, booleans as 0 and 1"
+            f"{', '.join(key for key, _ in op.npy_answer(2))}, booleans as 0 and 1"
         )
     if op.optional:
         names = ", ".join(f"`{key}`" for key, _ in op.optional)

@@ -154,11 +154,17 @@ _LATENT_ONLY = frozenset({"latent"})
 def _autoencoder(model: Autoencoder, X: Array, wanted: frozenset[str]) -> dict[str, Array]:
     if wanted == _LATENT_ONLY:
         return {"latent": model.encode(X)}
-    Z, X_hat, errors, pixel_errors = model.forward(X)
-    out = {"latent": Z, "reconstruction": X_hat, "error": errors, "feature_score": pixel_errors}
-    if "is_outlier" in wanted:
-        assert model.threshold is not None  # the service loads every model with one
-        out["is_outlier"] = cast(Array, errors > model.threshold)  # bool, typed as the rest
+    f = model.forward(X)
+    assert f.distances is not None  # the service loads only artifacts with prototypes
+    out = {
+        "latent": f.latent,
+        "reconstruction": f.reconstruction,
+        "error": f.errors,
+        "distance": f.distances,
+        "feature_score": f.pixel_errors,
+        # Every scored vector is counted as an outlier or not, whatever was asked for.
+        "is_outlier": cast(Array, model.is_outlier(f.errors, f.distances)),  # typed as the rest
+    }
     return out
 
 
@@ -191,9 +197,15 @@ AUTOENCODER = Signature(
         Output("reconstruction", N_FEATURES, "decode(encode(x)), pixels in [0, 16]."),
         Output("error", None, "Mean squared reconstruction error per vector (scaled units)."),
         Output(
+            "distance",
+            None,
+            "Mean squared distance to the nearest of the model's prototypes, typical training "
+            "digits (scaled units).",
+        ),
+        Output(
             "is_outlier",
             None,
-            "Whether the error is above the model's calibrated threshold.",
+            "Whether the error or the distance is above the model's calibrated threshold for it.",
             datatype="BOOL",
         ),
         Output(
@@ -221,10 +233,11 @@ class NativeOperation:
     """A native endpoint: a signature, and which outputs it answers under which JSON keys.
 
     The ``.npy`` answer stacks the answered outputs as columns, in this order (booleans as
-    0 and 1). Layout 1, the default, has only the first ``npy_v1`` of them (what it had before
-    outputs were added); layout 2 (``Accept: application/x-npy; version=2``) has them all.
-    ``optional`` outputs are answered (after the others, in both layouts) when the request's
-    query names them: ``?feature_scores=true``.
+    0 and 1). ``npy_layouts[v - 1]`` is how many of them layout ``v`` has: layout 1 (the
+    default) what the endpoint answered before outputs were added, layout 2 (``Accept:
+    application/x-npy; version=2``) more; no entry: one layout with them all. ``optional``
+    outputs are answered (after the others, in every layout) when the request's query names
+    them: ``?feature_scores=true``.
     """
 
     path: str
@@ -234,16 +247,22 @@ class NativeOperation:
     request_model: type[BaseModel]
     response_model: type[BaseModel]
     optional: tuple[tuple[str, str], ...] = ()
-    npy_v1: int | None = None  # None: every entry of answer
+    npy_layouts: tuple[int, ...] = ()
 
     @cached_property
     def wanted(self) -> frozenset[str]:
         return frozenset(output for _, output in self.answer)
 
+    def npy_answer(
+        self, version: int = 1, optional: tuple[tuple[str, str], ...] = ()
+    ) -> tuple[tuple[str, str], ...]:
+        """The outputs in the ``.npy`` answer's columns, in layout ``version`` (1 or 2)."""
+        count = self.npy_layouts[version - 1] if self.npy_layouts else len(self.answer)
+        return self.answer[:count] + optional
+
     def npy_width(self, version: int = 1, optional: bool = False) -> int:
         """Columns of the ``.npy`` answer in layout ``version``, with the optional outputs."""
-        answered = self.answer[: self.npy_v1] if version == 1 else self.answer
-        answered += self.optional if optional else ()
+        answered = self.npy_answer(version, self.optional if optional else ())
         return sum(self.signature.output(o).width or 1 for _, o in answered)
 
 
@@ -270,11 +289,16 @@ NATIVE: dict[str, NativeOperation] = {
             "/reconstruct",
             "Reconstruct pixel vectors and score each by its reconstruction error",
             AUTOENCODER,
-            (("vectors", "reconstruction"), ("errors", "error"), ("is_outlier", "is_outlier")),
+            (
+                ("vectors", "reconstruction"),
+                ("errors", "error"),
+                ("is_outlier", "is_outlier"),
+                ("distances", "distance"),
+            ),
             ReconstructRequest,
             ReconstructResponse,
             optional=(("feature_scores", "feature_score"),),
-            npy_v1=2,
+            npy_layouts=(2, 3),  # distances only in JSON
         ),
     )
 }

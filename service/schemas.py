@@ -81,10 +81,21 @@ class ReconstructResponse(BaseModel):
         description="Mean squared reconstruction error per vector, in scaled [0, 1] units; "
         "an anomaly score (real digits score low, scribbles high)."
     )
-    is_outlier: list[bool] = Field(description="Whether each error is above `threshold`.")
+    is_outlier: list[bool] = Field(
+        description="Whether each vector is an outlier: its error above `threshold` or its "
+        "distance above `distance_threshold`."
+    )
+    distances: list[float] = Field(
+        description="Mean squared distance per vector to the nearest of the model's prototypes "
+        "(typical training digits, k-means centres), in scaled [0, 1] units: the second "
+        "anomaly score, which finds shifted digits the reconstruction error misses."
+    )
     threshold: float = Field(
-        description="The model's calibrated outlier threshold (DIGITCODE_OUTLIER_QUANTILE of "
+        description="The model's calibrated error threshold (DIGITCODE_OUTLIER_QUANTILE of "
         "the errors of held-out digits, bounded with 95 % confidence)."
+    )
+    distance_threshold: float = Field(
+        description="The model's calibrated distance threshold, by the same rule."
     )
     feature_scores: list[list[float]] | None = Field(
         None,

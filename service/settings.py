@@ -46,8 +46,9 @@ class Settings(BaseSettings):
         0.99,
         gt=0,
         lt=1,
-        description="Which calibrated threshold flags outliers: errors above this quantile of "
-        "held-out digits' errors (one the model's calibration bounds: 0.5, 0.9, 0.95, 0.99).",
+        description="Which calibrated thresholds flag outliers: a vector whose error or distance "
+        "to the prototypes is above this quantile of held-out digits' (one the model's "
+        "calibration bounds: 0.5, 0.9, 0.95, 0.99).",
     )
     max_batch: int = Field(10_000, ge=1, description="Most vectors or codes in one request.")
     max_body_bytes: int | None = Field(

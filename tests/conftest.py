@@ -114,11 +114,11 @@ def tiny_mlp() -> tuple[MLPRegressor, np.ndarray, np.ndarray, np.ndarray]:
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, tiny_mlp) -> Path:
-    mlp, lo, scale, _ = tiny_mlp
+    mlp, lo, scale, X_fit = tiny_mlp
     out = tmp_path_factory.mktemp("models") / "tiny"
     # Rows it was not fitted on, for the calibration (300 bound the 0.99 quantile).
     X_val = synthetic_digits(300, seed=2)[0]
-    save_artifact(out, mlp_to_artifact(mlp, lo, scale, {"preset": "test"}, X_val))
+    save_artifact(out, mlp_to_artifact(mlp, lo, scale, {"preset": "test"}, X_fit, X_val))
     return out
 
 

@@ -89,22 +89,38 @@ def _or_inf(threshold: float | None) -> float:
 
 @dataclass
 class Detector:
-    """A fitted anomaly score and its threshold (by the served rule, from validation scores)."""
+    """Fitted anomaly scores, each with its thresholds (by the served rule, from validation
+    scores): a vector is flagged when any of its scores is above its threshold.
+
+    ``scores(X)`` maps pixel rows (n, 64) to (n, m) scores, higher = stranger;
+    ``thresholds[j]`` holds score j's thresholds by nominal quantile.
+    """
 
     name: str
-    score: Score
-    threshold: float
-    thresholds: dict[str, float | None]  # by nominal quantile
+    scores: Callable[[Array], Array]
+    thresholds: list[dict[str, float | None]]
 
     @classmethod
     def calibrated(cls, name: str, score: Score, X_val: Array) -> Detector:
-        thresholds = calibration(score(X_val))["thresholds"]
-        return cls(name, score, _or_inf(thresholds[SERVED]), thresholds)
+        """One score, its thresholds from its values on ``X_val`` (n, 64)."""
+        return cls(name, lambda X: score(X)[:, None], [calibration(score(X_val))["thresholds"]])
+
+    def flagged(self, S: Array, quantile: str = SERVED) -> NDArray[np.bool_]:
+        """Which rows of the scores ``S`` (n, m) are outliers at ``quantile``'s thresholds."""
+        limits = np.array([_or_inf(t[quantile]) for t in self.thresholds])
+        return np.asarray(np.any(limits < S, axis=1))
+
+    def anomaly(self, X: Array) -> Array:
+        """One score per row (n,) for AUCs: each score over its served threshold, the largest
+        (so above 1 exactly when flagged)."""
+        limits = np.array([_or_inf(t[SERVED]) for t in self.thresholds])
+        return np.asarray(np.max(self.scores(X) / limits, axis=1))
 
 
 def baseline_detectors(model: Autoencoder, X_fit: Array, X_val: Array) -> list[Detector]:
-    """The served autoencoder and the baselines, fitted on ``X_fit`` (n, 64) in the model's
-    scaled units, their thresholds from ``X_val`` (the rows the model was calibrated on)."""
+    """The served detector, its two scores alone and the baselines, fitted on ``X_fit`` (n, 64)
+    in the model's scaled units, their thresholds from ``X_val`` (the rows the model was
+    calibrated on)."""
     art = model.artifact
 
     def scale(X: Array) -> Array:
@@ -113,15 +129,21 @@ def baseline_detectors(model: Autoencoder, X_fit: Array, X_val: Array) -> list[D
     S_fit = scale(X_fit)
     # The served detector's thresholds are the artifact's own (training calibrated them on its
     # validation split, by the same rule as the baselines get below).
-    thresholds = art.manifest["calibration"]["thresholds"]
-    served = thresholds[SERVED]
+    cal = art.manifest["calibration"]
+
+    def served(X: Array) -> Array:
+        f = model.forward(X)
+        assert f.distances is not None
+        return np.column_stack([f.errors, f.distances])
+
     detectors = [
         Detector(
-            "autoencoder (served)",
-            lambda X: model.reconstruct(X)[1],
-            _or_inf(served),
-            thresholds,
-        )
+            "served: error or distance", served, [cal["thresholds"], cal["distance"]["thresholds"]]
+        ),
+        Detector("autoencoder error alone", lambda X: served(X)[:, :1], [cal["thresholds"]]),
+        Detector(
+            "prototype distance alone", lambda X: served(X)[:, 1:], [cal["distance"]["thresholds"]]
+        ),
     ]
     for k in (2, 5):
         pca = PCA(n_components=k, random_state=0).fit(S_fit)
@@ -165,7 +187,7 @@ def evaluate_outliers(
     dict
         ``false_positives``: detector → nominal quantile → share of clean test digits flagged;
         ``sets``: set name → detector → ``{"auc", "detected"}`` (AUC against the clean test
-        digits; share flagged at the detector's 0.99 threshold).
+        digits; share flagged at the detector's 0.99 thresholds).
     """
     rng = np.random.default_rng(seed)
     anomalies = {name: make(X_test, rng) for name, make in CORRUPTIONS.items()}
@@ -173,17 +195,19 @@ def evaluate_outliers(
     false_positives: dict[str, dict[str, float | None]] = {}
     sets: dict[str, dict[str, dict[str, float]]] = {name: {} for name in anomalies}
     for d in detectors:
-        clean = d.score(X_test)
+        clean = d.scores(X_test)
         false_positives[d.name] = {
-            q: None if t is None else float(np.mean(clean > t))
-            for q, t in d.thresholds.items()
-            if q in QUANTILES
+            q: None
+            if any(t[q] is None for t in d.thresholds)
+            else float(np.mean(d.flagged(clean, q)))
+            for q in QUANTILES
         }
+        clean_anomaly = d.anomaly(X_test)
         for name, rows in anomalies.items():
-            scores = d.score(rows)
+            scores = d.scores(rows)
             sets[name][d.name] = {
-                "auc": _auc(clean, scores),
-                "detected": float(np.mean(scores > d.threshold)),
+                "auc": _auc(clean_anomaly, d.anomaly(rows)),
+                "detected": float(np.mean(d.flagged(scores))),
             }
     return {"false_positives": false_positives, "sets": sets}
 
@@ -206,7 +230,7 @@ def novelty(
         keep = y_train != k
         for d in fit_detectors(X_train[keep], y_train[keep]):
             aucs.setdefault(d.name, {})[k] = _auc(
-                d.score(X_test[y_test != k]), d.score(X_test[y_test == k])
+                d.anomaly(X_test[y_test != k]), d.anomaly(X_test[y_test == k])
             )
         if progress is not None:
             progress(k)

@@ -66,7 +66,8 @@ async def serve(
     the request's float type (float64 for a JSON request) with the answered outputs stacked as
     columns (see :class:`NativeOperation` for the layouts); JSON answers print each number with
     the digits of the model's precision. An answer with outliers flagged says which threshold
-    flagged them: ``threshold`` in JSON, the ``X-Outlier-Threshold`` header in both.
+    flagged them: ``threshold`` (and ``distance_threshold``) in JSON, the error's in the
+    ``X-Outlier-Threshold`` header in both.
     """
     served = dataplane.native_model()
     media_type = check_content_type(headers.get(b"content-type", ""))
@@ -83,21 +84,20 @@ async def serve(
         X, dtype = parse_npy(body, spec, dataplane.max_batch)
         loc = ["body"]
         npy_dtype = None if JSON_TYPE in accept and NPY_TYPE not in accept else dtype
-    answer = operation.answer + optional
     wanted = operation.wanted.union(o for _, o in optional) if optional else operation.wanted
     inference = dataplane.infer(served, operation.signature, X, wanted, loc)
     outputs = inference.outputs
-    threshold = served.model.threshold if "is_outlier" in wanted else None
+    model = served.model
+    threshold = model.threshold if "is_outlier" in wanted else None
     extra = [] if threshold is None else [(b"x-outlier-threshold", str(threshold).encode())]
     if npy_dtype is not None:
-        version = _npy_version(accept) if operation.npy_v1 is not None else 1
-        if version == 1 and operation.npy_v1 is not None:
-            answer = operation.answer[: operation.npy_v1] + optional
-        columns = [outputs[name] for _, name in answer]
+        version = _npy_version(accept) if len(operation.npy_layouts) > 1 else 1
+        columns = [outputs[name] for _, name in operation.npy_answer(version, optional)]
         array = columns[0] if len(columns) == 1 else np.column_stack(columns)
         npy_type = NPY_TYPE if version == 1 else f"{NPY_TYPE}; version=2"
         return Answer(dump_npy(array, npy_dtype), npy_type, inference, extra)
-    content: dict[str, Any] = {key: outputs[name] for key, name in answer}
+    content: dict[str, Any] = {key: outputs[name] for key, name in operation.answer + optional}
     if threshold is not None:
         content["threshold"] = threshold
+        content["distance_threshold"] = model.distance_threshold
     return Answer(dump_json(content), JSON_TYPE, inference, extra)

@@ -8,9 +8,9 @@ extension, as ``parameters.binary_data_size`` bytes after the JSON (whose length
 ``binary_data`` (per output) or ``binary_data_output`` (per request) returns an output as raw
 little-endian bytes after the JSON answer. Outputs have the input's datatype, but ``is_outlier``
 is ``BOOL`` (one byte per value in binary), and the answer's ``parameters`` then give the
-``outlier_threshold`` and ``outlier_quantile``; ``feature_score`` is returned only when named. No
-Content-Type is required (the Triton client sends none). The metadata and health endpoints are
-FastAPI routes in :mod:`service.routers.oip`.
+``outlier_threshold``, ``distance_threshold`` and ``outlier_quantile``; ``feature_score`` is
+returned only when named. No Content-Type is required (the Triton client sends none). The
+metadata and health endpoints are FastAPI routes in :mod:`service.routers.oip`.
 """
 
 from __future__ import annotations
@@ -315,6 +315,7 @@ async def serve(
         model = served.model
         content["parameters"] = {
             "outlier_threshold": model.threshold,
+            "distance_threshold": model.distance_threshold,
             "outlier_quantile": model.outlier_quantile,
         }
     content["outputs"] = described

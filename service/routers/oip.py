@@ -83,6 +83,7 @@ def _metadata(request: Request, name: str, version: str | None) -> OipModelMetad
             **(
                 {
                     "outlier_threshold": float(served.model.threshold or 0.0),
+                    "distance_threshold": float(served.model.distance_threshold or 0.0),
                     "outlier_quantile": served.model.outlier_quantile,
                 }
                 if "is_outlier" in signature.output_names

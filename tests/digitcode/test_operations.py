@@ -13,11 +13,11 @@ def test_the_client_knows_every_native_endpoint_as_the_service_defines_it():
             service_op.signature.input.key,
             service_op.signature.input.width,
         )
-        assert op.outputs == _outputs(service_op.answer[: service_op.npy_v1], service_op)
+        assert op.outputs == _outputs(service_op.npy_answer(1), service_op)
     # The .npy layout 2 of /reconstruct, with the outlier flags.
     reconstruct = NATIVE["/reconstruct"]
     assert OUTLIERS.path == reconstruct.path and OUTLIERS.npy_accept.endswith("version=2")
-    assert OUTLIERS.outputs == _outputs(reconstruct.answer, reconstruct)
+    assert OUTLIERS.outputs == _outputs(reconstruct.npy_answer(2), reconstruct)
 
 
 def _outputs(answer, service_op):

@@ -12,8 +12,8 @@ from service.artifact import (
     FORMAT_VERSION,
     MANIFEST_FILE,
     WEIGHTS_FILE,
-    Artifact,
     ArtifactError,
+    _calibration_sha256,
     load_artifact,
     save_artifact,
     sha256_file,
@@ -164,17 +164,43 @@ def test_missing_array(tmp_path, tiny_model_dir):
         load_artifact(model)
 
 
+@pytest.mark.parametrize(
+    ("prototypes", "message"),
+    [
+        (None, "missing arrays prototypes"),
+        (np.zeros((0, 64)), r"array prototypes has shape \(0, 64\), expected \(k, 64\)"),
+        (np.zeros((4, 63)), r"array prototypes has shape \(4, 63\), expected \(k, 64\)"),
+        (np.full((4, 64), np.inf), "array prototypes contains NaN or infinity"),
+        (np.zeros((4, 64), np.float32), "prototypes are not float64 like the layers"),
+    ],
+)
+def test_bad_prototypes_are_refused(tmp_path, tiny_model_dir, prototypes, message):
+    model = _copy(tiny_model_dir, tmp_path)
+    arrays = _arrays(model)
+    assert arrays["prototypes"].shape[1] == 64 and len(arrays["prototypes"]) >= 1
+    if prototypes is None:
+        del arrays["prototypes"]
+    else:
+        arrays["prototypes"] = prototypes
+    _rewrite_weights(model, arrays)
+    with pytest.raises(ArtifactError, match=message):
+        load_artifact(model)
+
+
+def test_a_calibration_without_distances_is_refused(tmp_path, tiny_model_dir):
+    model = _copy(tiny_model_dir, tmp_path)
+    cal = json.loads((model / MANIFEST_FILE).read_text())["calibration"]
+    del cal["distance"]
+    _rewrite_manifest(model, calibration=cal, calibration_sha256=_calibration_sha256(cal))
+    with pytest.raises(ArtifactError, match="no distance calibration"):
+        load_artifact(model)
+
+
 def test_failed_write_leaves_previous_model_intact(tmp_path, tiny_model_dir):
     target = _copy(tiny_model_dir, tmp_path)
     before = load_artifact(target).model_version
     artifact = load_artifact(tiny_model_dir)
-    changed = Artifact(
-        scaler_min=artifact.scaler_min,
-        scaler_scale=artifact.scaler_scale,
-        weights=[w + 1.0 for w in artifact.weights],
-        biases=artifact.biases,
-        manifest=artifact.manifest,
-    )
+    changed = replace(artifact, weights=[w + 1.0 for w in artifact.weights])
 
     def broken_plot(path: Path) -> None:
         raise KeyboardInterrupt  # as if the run were interrupted mid-write
@@ -188,13 +214,7 @@ def test_failed_write_leaves_previous_model_intact(tmp_path, tiny_model_dir):
 def test_save_replaces_existing_model(tmp_path, tiny_model_dir):
     target = _copy(tiny_model_dir, tmp_path)
     artifact = load_artifact(tiny_model_dir)
-    changed = Artifact(
-        scaler_min=artifact.scaler_min,
-        scaler_scale=artifact.scaler_scale,
-        weights=[w * 0.5 for w in artifact.weights],
-        biases=artifact.biases,
-        manifest=artifact.manifest,
-    )
+    changed = replace(artifact, weights=[w * 0.5 for w in artifact.weights])
     written = save_artifact(target, changed)
     assert load_artifact(target).model_version == written["model_version"]
     assert written["model_version"] != artifact.model_version
@@ -226,9 +246,10 @@ def test_kill_9_during_a_write_leaves_the_previous_model_loadable(tmp_path, tiny
     script = f"""
 import time
 from pathlib import Path
-from service.artifact import Artifact, load_artifact, save_artifact
+from dataclasses import replace
+from service.artifact import load_artifact, save_artifact
 a = load_artifact({str(tiny_model_dir)!r})
-changed = Artifact(a.scaler_min, a.scaler_scale, [w + 1 for w in a.weights], a.biases, a.manifest)
+changed = replace(a, weights=[w + 1 for w in a.weights])
 def slow_plot(path):
     Path({str(marker)!r}).touch()
     time.sleep(60)
@@ -255,12 +276,12 @@ save_artifact({str(target)!r}, changed, {{"latent.png": slow_plot}})
 def test_float32_layers_stay_float32(tmp_path, tiny_model_dir):
     artifact = load_artifact(tiny_model_dir)
     assert artifact.dtype == np.float64 and artifact.manifest["dtype"] == "float64"
-    narrow = Artifact(
-        scaler_min=artifact.scaler_min,
-        scaler_scale=artifact.scaler_scale,
+    assert artifact.prototypes is not None
+    narrow = replace(
+        artifact,
         weights=[w.astype(np.float32) for w in artifact.weights],
         biases=[b.astype(np.float32) for b in artifact.biases],
-        manifest=artifact.manifest,
+        prototypes=artifact.prototypes.astype(np.float32),
     )
     manifest = save_artifact(tmp_path / "narrow", narrow)
     assert manifest["dtype"] == "float32"
@@ -332,6 +353,7 @@ def test_big_endian_float32_layers_are_saved_as_float32(tmp_path, tiny_model_dir
         artifact,
         weights=[w.astype(">f4") for w in artifact.weights],
         biases=[b.astype(">f4") for b in artifact.biases],
+        prototypes=None if artifact.prototypes is None else artifact.prototypes.astype(">f4"),
     )
     assert save_artifact(tmp_path / "big", big)["dtype"] == "float32"
     loaded = load_artifact(tmp_path / "big")

@@ -21,12 +21,14 @@ def test_json_answers_carry_the_models_precision(client, default_model, sample_r
     # at most 9 significant digits instead of float64's 17.
     text = client.post("/reconstruct", json={"vectors": sample_rows.tolist()}).text
     numbers = re.findall(r"-?\d[\d.]*(?:e-?\d+)?", text)
-    assert len(numbers) == 10 * 65 + 1  # and the threshold
+    assert len(numbers) == 10 * 66 + 2  # and the two thresholds
     digits = [len(re.sub(r"e.*|[-.]", "", n).lstrip("0")) for n in numbers]
     assert max(digits) <= 9
-    X_hat, errors = default_model.reconstruct(sample_rows)
+    f = default_model.forward(sample_rows)
+    thresholds = [default_model.threshold, default_model.distance_threshold]
     assert sorted(float(n) for n in numbers) == sorted(
-        float(str(v)) for v in np.concatenate([X_hat.ravel(), errors, [default_model.threshold]])
+        float(str(v))
+        for v in np.concatenate([f.reconstruction.ravel(), f.errors, f.distances, thresholds])
     )
 
 
@@ -85,16 +87,32 @@ def _mixed_rows() -> np.ndarray:
     return np.vstack([load_optdigits(DATA / "optdigits.tes")[0][:4], np.full(64, 16.0)])
 
 
-def test_reconstruct_flags_outliers_by_the_calibrated_threshold(client, default_model):
+def test_reconstruct_flags_outliers_by_the_calibrated_thresholds(client, default_model):
     X = _mixed_rows()
     answer = client.post("/reconstruct", json={"vectors": X.tolist()})
     body = answer.json()
-    errors = default_model.reconstruct(X)[1]
+    f = default_model.forward(X)
     assert body["threshold"] == float(str(default_model.threshold))  # float32, shortest digits
-    assert body["is_outlier"] == (errors > default_model.threshold).tolist()
+    assert body["distance_threshold"] == float(str(default_model.distance_threshold))
+    np.testing.assert_array_equal(np.asarray(body["distances"], default_model.dtype), f.distances)
+    assert body["is_outlier"] == default_model.is_outlier(f.errors, f.distances).tolist()
     assert body["is_outlier"][4] and not all(body["is_outlier"])
     assert answer.headers["x-outlier-threshold"] == str(default_model.threshold)
     assert "feature_scores" not in body
+
+
+def test_digits_shifted_down_are_flagged_by_their_distance(client):
+    from tests.conftest import DATA
+    from training.data import load_optdigits
+
+    X = load_optdigits(DATA / "optdigits.tes")[0][:50].reshape(-1, 8, 8)  # the batch limit
+    shifted = np.zeros_like(X)
+    shifted[:, 2:] = X[:, :-2]
+    body = client.post("/reconstruct", json={"vectors": shifted.reshape(-1, 64).tolist()}).json()
+    by_error = np.asarray(body["errors"]) > body["threshold"]
+    by_distance = np.asarray(body["distances"]) > body["distance_threshold"]
+    assert body["is_outlier"] == (by_error | by_distance).tolist()
+    assert sum(body["is_outlier"]) >= 47 and by_error.sum() < 40
 
 
 def test_feature_scores_on_request_average_to_the_error(client, default_model):

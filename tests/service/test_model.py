@@ -6,6 +6,8 @@ from sklearn.neural_network._base import ACTIVATIONS
 
 from service.artifact import load_artifact
 from service.model import Autoencoder, scale_pixels, unscale_pixels
+from tests.conftest import DATA
+from training.data import load_optdigits
 
 
 def _sklearn_hidden(mlp, Xs: np.ndarray, layer: int) -> np.ndarray:
@@ -69,7 +71,7 @@ def test_logistic_preset_matches_sklearn(tmp_path):
     Xs = scale_pixels(X, lo, scale)
     mlp = MLPRegressor(hidden_layer_sizes=(2,), activation="logistic", max_iter=20, random_state=1)
     mlp.fit(Xs, Xs)
-    save_artifact(tmp_path / "seed", mlp_to_artifact(mlp, lo, scale, {}, X))
+    save_artifact(tmp_path / "seed", mlp_to_artifact(mlp, lo, scale, {}, X, X))
     model = Autoencoder.from_dir(tmp_path / "seed")
     np.testing.assert_allclose(
         model._network_output(model._encode_clipped(model._clip(X))), mlp.predict(Xs), atol=1e-9
@@ -80,6 +82,28 @@ def test_logistic_preset_matches_sklearn(tmp_path):
 def test_decode_of_encode_equals_reconstruct(default_model, sample_rows):
     X_hat, _ = default_model.reconstruct(sample_rows)
     np.testing.assert_array_equal(default_model.decode(default_model.encode(sample_rows)), X_hat)
+
+
+def test_distances_are_to_the_nearest_prototype_and_flag_outliers(default_model):
+    art = default_model.artifact
+    assert art.prototypes is not None and art.prototypes.shape == (256, 64)
+    digits = load_optdigits(DATA / "optdigits.tes")[0][:10]
+    X = np.vstack([digits, [[16.0] * 64], [[0.0, 16.0] * 32]])
+    f = default_model.forward(X)
+    Xs = scale_pixels(X, art.scaler_min, art.scaler_scale)
+    P = art.prototypes.astype(np.float64)
+    brute = ((Xs[:, None, :] - P[None]) ** 2).mean(axis=2).min(axis=1)
+    np.testing.assert_allclose(f.distances, brute, rtol=1e-4, atol=1e-6)
+    # A prototype is at distance 0 from itself (up to float32 rounding).
+    P_pixels = P / art.scaler_scale + art.scaler_min
+    assert default_model.forward(P_pixels[:3]).distances.max() < 1e-6
+    # An outlier: either score above its threshold, and only then.
+    flags = default_model.is_outlier(f.errors, f.distances)
+    expected = (f.errors > default_model.threshold) | (
+        f.distances > default_model.distance_threshold
+    )
+    np.testing.assert_array_equal(flags, expected)
+    assert flags[-2:].all() and flags[:10].sum() <= 2  # real digits: few (~1.7 %)
 
 
 def test_outputs_are_clipped_to_pixel_range(default_model):

@@ -106,6 +106,7 @@ def test_model_metadata(client, default_model):
         {"name": "latent", "datatype": "FP32", "shape": [-1, 2]},
         {"name": "reconstruction", "datatype": "FP32", "shape": [-1, 64]},
         {"name": "error", "datatype": "FP32", "shape": [-1]},
+        {"name": "distance", "datatype": "FP32", "shape": [-1]},
         {"name": "is_outlier", "datatype": "BOOL", "shape": [-1]},
         {"name": "feature_score", "datatype": "FP32", "shape": [-1, 64]},
     ]
@@ -145,16 +146,18 @@ def test_json_infer_gives_the_native_numbers(client, sample_rows):
     out = _outputs(response)
     # Every output but the per-pixel scores, which only come when named.
     names = [o["name"] for o in body["outputs"]]
-    assert names == ["latent", "reconstruction", "error", "is_outlier"]
+    assert names == ["latent", "reconstruction", "error", "distance", "is_outlier"]
     assert out["is_outlier"].tolist() == native["is_outlier"]
     assert body["parameters"] == {
         "outlier_threshold": native["threshold"],
+        "distance_threshold": native["distance_threshold"],
         "outlier_quantile": 0.99,
     }
     # The same float32 values, printed the same way.
     assert out["latent"].tolist() == np.asarray(native_latent, np.float32).tolist()
     assert out["reconstruction"].tolist() == np.asarray(native["vectors"], np.float32).tolist()
     assert out["error"].tolist() == np.asarray(native["errors"], np.float32).tolist()
+    assert out["distance"].tolist() == np.asarray(native["distances"], np.float32).tolist()
 
 
 def test_flat_and_nested_data_are_the_same(client, sample_rows):
@@ -236,7 +239,7 @@ def test_binary_data_output_applies_to_every_output(client, sample_rows):
     response = client.post(INFER, content=body, headers=headers)
     header, binary = _split_answer(response)
     assert all("data" not in o for o in header["outputs"])
-    assert len(binary) == 10 * (2 + 64 + 1) * 4 + 10  # is_outlier: one byte each
+    assert len(binary) == 10 * (2 + 64 + 1 + 1) * 4 + 10  # is_outlier: one byte each
     # JSON input, binary output
     response = client.post(
         INFER,

@@ -60,8 +60,8 @@ def test_health_and_metadata_through_the_client(client):
     assert "binary_tensor_data" in client.get_server_metadata()["extensions"]
     meta = client.get_model_metadata("digitcode")
     names = [o["name"] for o in meta["outputs"]]
-    assert names == ["latent", "reconstruction", "error", "is_outlier", "feature_score"]
-    assert meta["outputs"][3]["datatype"] == "BOOL"
+    assert names == ["latent", "reconstruction", "error", "distance", "is_outlier", "feature_score"]
+    assert meta["outputs"][4]["datatype"] == "BOOL"
 
 
 @pytest.mark.parametrize("binary", [True, False], ids=["binary", "json"])
@@ -89,9 +89,12 @@ def test_default_settings_return_every_output_binary(client, native):
     np.testing.assert_array_equal(result.as_numpy("latent"), native["latent"])
     # The outlier flags as BOOL, one byte each, read by the client as numpy booleans.
     flags = result.as_numpy("is_outlier")
-    threshold = response["parameters"]["outlier_threshold"]
-    assert flags is not None and flags.dtype == np.bool_
-    assert flags.tolist() == (native["error"] > np.float32(threshold)).tolist()
+    threshold = np.float32(response["parameters"]["outlier_threshold"])
+    distance_threshold = np.float32(response["parameters"]["distance_threshold"])
+    distances = result.as_numpy("distance")
+    assert flags is not None and flags.dtype == np.bool_ and distances is not None
+    expected = (native["error"] > threshold) | (distances > distance_threshold)
+    assert flags.tolist() == expected.tolist()
 
 
 @pytest.mark.parametrize("binary", [True, False], ids=["binary", "json"])

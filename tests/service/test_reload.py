@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -15,7 +16,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from service.app import create_app, reload_models
-from service.artifact import WEIGHTS_FILE, Artifact, load_artifact, save_artifact
+from service.artifact import WEIGHTS_FILE, load_artifact, save_artifact
 from service.settings import Settings
 from tests.conftest import DEFAULT_MODEL, Outcome, client_loop, running_service, worker_pids
 
@@ -28,9 +29,7 @@ MISMATCH = "does not match the manifest's"
 def _write_variant(model_dir: Path, shift: float) -> str:
     """Replace the artifact in ``model_dir`` by one with shifted biases; return its version."""
     a = load_artifact(DEFAULT_MODEL)
-    variant = Artifact(
-        a.scaler_min, a.scaler_scale, a.weights, [b + shift for b in a.biases], a.manifest
-    )
+    variant = replace(a, biases=[b + shift for b in a.biases])
     return str(save_artifact(model_dir, variant)["model_version"])
 
 

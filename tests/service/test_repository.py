@@ -8,6 +8,7 @@ import signal
 import threading
 import time
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -16,7 +17,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from service.app import create_app
-from service.artifact import WEIGHTS_FILE, Artifact, ArtifactError, load_artifact, save_artifact
+from service.artifact import WEIGHTS_FILE, ArtifactError, load_artifact, save_artifact
 from service.repository import load_repository
 from service.settings import Settings
 from tests.conftest import DEFAULT_MODEL, running_service
@@ -28,9 +29,7 @@ def _version(root: Path, model: str, version: str, shift: float, created: str) -
     """Write the default model with biases shifted by ``shift`` as ``model``/``version``."""
     a = load_artifact(DEFAULT_MODEL)
     manifest = {**a.manifest, "created_at": created}
-    variant = Artifact(
-        a.scaler_min, a.scaler_scale, a.weights, [b + shift for b in a.biases], manifest
-    )
+    variant = replace(a, biases=[b + shift for b in a.biases], manifest=manifest)
     path = root / model / version
     save_artifact(path, variant)
     return path

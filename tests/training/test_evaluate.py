@@ -95,7 +95,9 @@ def test_command_writes_report_and_figures(tmp_path, tiny_model_dir, data, capsy
     # The outlier evaluation: every detector on every set, novelty for each digit left out.
     outliers = metrics["outliers"]
     detectors = [
-        "autoencoder (served)",
+        "served: error or distance",
+        "autoencoder error alone",
+        "prototype distance alone",
         "PCA-2 error",
         "PCA-5 error",
         "IsolationForest",
@@ -110,7 +112,8 @@ def test_command_writes_report_and_figures(tmp_path, tiny_model_dir, data, capsy
         assert all(0 <= r["auc"] <= 1 and 0 <= r["detected"] <= 1 for r in by_detector.values())
     # The same test digits and noise as the headline's anomaly AUC: the same figure.
     assert (
-        outliers["sets"]["uniform noise"]["autoencoder (served)"]["auc"] == metrics["anomaly_auc"]
+        outliers["sets"]["uniform noise"]["autoencoder error alone"]["auc"]
+        == metrics["anomaly_auc"]
     )
     assert "## Outliers" in report and "**Where a baseline wins**" in report
 
