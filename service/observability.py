@@ -104,7 +104,7 @@ REFUSED = Counter(
 )
 OUTLIERS = Counter(
     "digitcode_outliers_total",
-    "Vectors whose reconstruction error was above the model's outlier threshold.",
+    "Vectors flagged as outliers: reconstruction error or prototype distance above its threshold.",
     ["model", "model_version"],
 )
 CALIBRATED_ERROR = _per_model_gauge(
@@ -115,6 +115,10 @@ CALIBRATED_ERROR = _per_model_gauge(
 OUTLIER_THRESHOLD = _per_model_gauge(
     "digitcode_outlier_threshold",
     "The error above which a vector is an outlier (DIGITCODE_OUTLIER_QUANTILE's bound).",
+)
+DISTANCE_THRESHOLD = _per_model_gauge(
+    "digitcode_outlier_distance_threshold",
+    "The distance to the nearest prototype above which a vector is an outlier (same bound).",
 )
 EXPECTED_OUTLIER_RATIO = _per_model_gauge(
     "digitcode_outlier_expected_ratio",
@@ -239,6 +243,7 @@ def set_model_info(served: ServedModel, serving: bool) -> None:
         CALIBRATED_ERROR.labels(name, version, quantile).set(value)
     if model.threshold is not None and model.outlier_quantile is not None:
         OUTLIER_THRESHOLD.labels(name, version).set(float(model.threshold))
+        DISTANCE_THRESHOLD.labels(name, version).set(float(model.distance_threshold or 0.0))
         # Each of the two scores is above its threshold for at most 1 - q of normal rows.
         promised = min(1.0, 2 * (1.0 - model.outlier_quantile))
         EXPECTED_OUTLIER_RATIO.labels(name, version).set(promised)

@@ -106,6 +106,18 @@ def test_distances_are_to_the_nearest_prototype_and_flag_outliers(default_model)
     assert flags[-2:].all() and flags[:10].sum() <= 2  # real digits: few (~1.7 %)
 
 
+def test_distances_are_the_same_across_row_blocks(default_model):
+    # More rows than one block of the computation (1024), so that the blocks' seams are crossed.
+    X = np.random.default_rng(0).integers(0, 17, size=(2500, 64)).astype(np.float64)
+    art = default_model.artifact
+    assert art.prototypes is not None
+    Xs = scale_pixels(X, art.scaler_min, art.scaler_scale)
+    brute = np.full(len(X), np.inf)
+    for p in art.prototypes.astype(np.float64):
+        brute = np.minimum(brute, ((Xs - p) ** 2).mean(axis=1))
+    np.testing.assert_allclose(default_model.forward(X).distances, brute, rtol=1e-4, atol=1e-6)
+
+
 def test_outputs_are_clipped_to_pixel_range(default_model):
     far = np.array([[50.0, -50.0], [-1e6, 1e6]])
     X = default_model.decode(far)

@@ -105,6 +105,8 @@ def test_errors_and_outliers_are_measured_by_the_calibration(client, default_mod
     below -= _metric(before, "digitcode_reconstruction_error_bucket", le=repr(median), **labels)
     assert below == 2 * int(np.count_nonzero(errors <= median))
     assert _metric(after, "digitcode_outlier_threshold", **labels) == float(default_model.threshold)
+    distance_threshold = float(default_model.distance_threshold)
+    assert _metric(after, "digitcode_outlier_distance_threshold", **labels) == distance_threshold
     # Each of the two scores flags at most 1 % of digits like the calibration's.
     assert _metric(after, "digitcode_outlier_expected_ratio", **labels) == pytest.approx(0.02)
     assert (
