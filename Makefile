@@ -17,7 +17,8 @@ DEV_STAMP := $(VENV)/.installed-dev
 LOCKFILE := $(VENV)/.lock
 LOCK := $(if $(shell command -v flock),flock $(LOCKFILE),$(PYTHON) -c 'import fcntl, subprocess, sys; f = open(sys.argv[1], "a"); fcntl.flock(f, fcntl.LOCK_EX); sys.exit(subprocess.call(sys.argv[2:]))' $(LOCKFILE))
 
-.PHONY: serve test lint typecheck pytest train evaluate soak docker-test prometheus-test bench lock \
+.PHONY: serve test lint typecheck pytest train evaluate soak docker-test prometheus-test \
+	browser-test bench lock \
 	audit clean \
 	venv install-runtime install-dev locked-venv locked-runtime locked-dev
 
@@ -107,6 +108,13 @@ prometheus-test: install-dev
 	@command -v promtool >/dev/null || apt-get install -y --no-install-recommends prometheus \
 		|| (apt-get update && apt-get install -y --no-install-recommends prometheus)
 	$(BIN)/python -m pytest -q -m prometheus tests/deploy/test_prometheus.py
+
+# The explorer page in a real browser: Debian's Chromium (installed with apt-get when missing),
+# driven by Playwright. Screenshots of each state go to build/explorer-screenshots/.
+browser-test: install-dev
+	@command -v chromium >/dev/null || apt-get install -y --no-install-recommends chromium \
+		|| (apt-get update && apt-get install -y --no-install-recommends chromium)
+	$(BIN)/python -m pytest -q -m browser tests/service/test_explorer.py
 
 # Throughput and latency against a no-op and a straightforward FastAPI app, driven by wrk
 # (installed with apt-get if missing); about 8 minutes. Not part of `make test`.

@@ -32,6 +32,9 @@ from service.operations import (
     DOCS_ASSETS,
     DOCS_ASSETS_PREFIX,
     DOCS_URL,
+    EXPLORER_ASSETS,
+    EXPLORER_ASSETS_PREFIX,
+    EXPLORER_URL,
     OPENAPI_URL,
     REDOC_URL,
 )
@@ -86,16 +89,54 @@ def _install_sighup(callback: Callable[[], object]) -> bool:
     return True
 
 
-# Swagger UI and ReDoc, vendored with their licenses and sha256 (static/docs/README.md).
-_DOCS_FILES = Path(__file__).resolve().parent / "static" / "docs"
-_DOCS_MEDIA_TYPES = {
+# Swagger UI and ReDoc, vendored with their licenses and sha256 (static/docs/README.md), and
+# the explorer page (static/explorer, written here).
+_STATIC = Path(__file__).resolve().parent / "static"
+_MEDIA_TYPES = {
     ".js": "text/javascript; charset=utf-8",
     ".css": "text/css; charset=utf-8",
     ".png": "image/png",
+    ".html": "text/html; charset=utf-8",
 }
 # The pages reference no other host; this keeps the browser to it for what their scripts would
 # load (ReDoc shows the Redocly logo from a CDN; Swagger UI's validator badge is switched off).
 _DOCS_CSP = "img-src 'self' data: blob:; font-src 'self' data:; connect-src 'self'"
+# The explorer loads nothing but its own module, style sheet and the service's API.
+_EXPLORER_CSP = (
+    "default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; "
+    "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
+)
+
+
+def _add_assets(application: FastAPI, prefix: str, names: frozenset[str], directory: Path) -> None:
+    """``GET <prefix><name>`` for each of ``names``: files of ``directory``, nothing else."""
+
+    @application.get(prefix + "{name}", include_in_schema=False)
+    async def asset(name: str) -> FileResponse:
+        if name not in names:  # only these: not the licenses, never another path
+            raise StarletteHTTPException(404)
+        path = directory / name
+        return FileResponse(
+            path,
+            media_type=_MEDIA_TYPES[path.suffix],
+            headers={"X-Content-Type-Options": "nosniff"},
+        )
+
+
+def _add_explorer(application: FastAPI) -> None:
+    """The latent-space explorer at ``/`` (static HTML, CSS and a JavaScript module that calls
+    the API with relative URLs, so it works under any ``root_path``)."""
+    page = (_STATIC / "explorer" / "index.html").read_bytes()
+
+    @application.get(EXPLORER_URL, include_in_schema=False)
+    async def explorer() -> Response:
+        return Response(
+            page,
+            media_type=_MEDIA_TYPES[".html"],
+            headers={"Content-Security-Policy": _EXPLORER_CSP, "X-Content-Type-Options": "nosniff"},
+        )
+
+    _add_assets(application, EXPLORER_ASSETS_PREFIX, EXPLORER_ASSETS, _STATIC / "explorer")
 
 
 def _add_docs(application: FastAPI) -> None:
@@ -139,16 +180,7 @@ def _add_docs(application: FastAPI) -> None:
         page.headers["Content-Security-Policy"] = _DOCS_CSP
         return page
 
-    @application.get(DOCS_ASSETS_PREFIX + "{name}", include_in_schema=False)
-    async def docs_asset(name: str) -> FileResponse:
-        if name not in DOCS_ASSETS:  # only these: not the licenses, never another path
-            raise StarletteHTTPException(404)
-        path = _DOCS_FILES / name
-        return FileResponse(
-            path,
-            media_type=_DOCS_MEDIA_TYPES[path.suffix],
-            headers={"X-Content-Type-Options": "nosniff"},
-        )
+    _add_assets(application, DOCS_ASSETS_PREFIX, DOCS_ASSETS, _STATIC / "docs")
 
 
 def create_app(settings: Settings | None = None, repository: Repository | None = None) -> FastAPI:
@@ -221,6 +253,7 @@ def create_app(settings: Settings | None = None, repository: Repository | None =
     application.include_router(oip.router)
     application.include_router(metrics.router)
     _add_docs(application)
+    _add_explorer(application)
     has_key = settings.api_key is not None
     application.openapi = lambda: build_openapi(application, has_key)  # type: ignore[method-assign]
     return application

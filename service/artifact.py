@@ -1,6 +1,6 @@
 """The model artifact format: the one definition used by training (write) and service (read).
 
-An artifact is a directory holding two files:
+An artifact is a directory holding three files:
 
 ``weights.npz``
     Plain numeric arrays, read with ``allow_pickle=False``: ``scaler_min`` and ``scaler_scale``
@@ -10,10 +10,14 @@ An artifact is a directory holding two files:
     network was trained in, which is also the one it is served in. Then ``prototypes`` of shape
     ``(k, 64)``, in the layers' dtype: k typical training digits in scaled units (k-means
     centres), the second outlier score's reference (see :func:`calibration`).
+``reference.npz``
+    A labelled sample of the digits the model was validated on (not fitted on): ``vectors``
+    (m, 64) and ``labels`` (m,), both uint8 (pixels 0..16, digits 0..9). The explorer page
+    shows their codes; the service serves them at ``GET /reference``.
 ``manifest.json``
-    Format version, the sha256 of ``weights.npz``, the network's shape, activation and dtype,
-    the outlier calibration (see :func:`calibration`) with its own sha256, and the training
-    metadata and metrics.
+    Format version, the sha256 of ``weights.npz`` and of ``reference.npz``, the network's
+    shape, activation and dtype, the outlier calibration (see :func:`calibration`) with its
+    own sha256, and the training metadata and metrics.
 
 Writing is atomic: everything goes into a temporary sibling directory that is renamed into place
 last, so an interrupted write never leaves a half-written model where the service would load it.
@@ -30,7 +34,7 @@ import shutil
 import tempfile
 import zipfile
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -46,9 +50,11 @@ __all__ = [
     "MANIFEST_FILE",
     "N_FEATURES",
     "PIXEL_MAX",
+    "REFERENCE_FILE",
     "WEIGHTS_FILE",
     "Artifact",
     "ArtifactError",
+    "Reference",
     "calibration",
     "load_artifact",
     "save_artifact",
@@ -57,10 +63,13 @@ __all__ = [
 
 # 2: the manifest has an outlier calibration of the reconstruction error.
 # 3: weights.npz has prototypes, and the calibration covers the distance to them too.
+# 4: reference.npz holds a labelled sample of the validation rows.
 # Older artifacts are refused with the command that upgrades them (python -m training.calibrate).
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
+_MISSING = {1: "no outlier calibration", 2: "no prototypes", 3: "no reference sample"}
 MANIFEST_FILE = "manifest.json"
 WEIGHTS_FILE = "weights.npz"
+REFERENCE_FILE = "reference.npz"
 N_FEATURES = 64
 PIXEL_MAX = 16.0
 ACTIVATIONS = ("identity", "logistic", "tanh", "relu")
@@ -80,6 +89,7 @@ _REQUIRED_FIELDS = {
     "latent_layer": int,
     "calibration": dict,
     "calibration_sha256": str,
+    "reference_sha256": str,
 }
 
 # A fixed timestamp for zip entries, so the same arrays always give the same bytes and sha256.
@@ -88,6 +98,39 @@ _ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 
 class ArtifactError(Exception):
     """An artifact is missing, malformed, tampered with or inconsistent."""
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A labelled sample of digits the model was not fitted on.
+
+    Parameters
+    ----------
+    vectors : ndarray of uint8, shape (m, 64)
+        Pixel values 0..16.
+    labels : ndarray of uint8, shape (m,)
+        Digits 0..9.
+    """
+
+    vectors: NDArray[np.uint8]
+    labels: NDArray[np.uint8]
+
+    @classmethod
+    def of(cls, X: NDArray[Any], y: NDArray[Any]) -> Reference:
+        """From pixel rows (m, 64) and labels (m,) of whole numbers in range."""
+        vectors, labels = np.asarray(X), np.asarray(y)
+        if vectors.ndim != 2 or vectors.shape[1] != N_FEATURES or labels.shape != (len(vectors),):
+            raise ArtifactError("a reference needs rows of 64 pixels and one label per row")
+        if len(vectors) == 0 or not (
+            np.all(vectors == np.round(vectors))
+            and vectors.min() >= 0
+            and vectors.max() <= PIXEL_MAX
+            and np.all(labels == np.round(labels))
+            and labels.min() >= 0
+            and labels.max() <= 9
+        ):
+            raise ArtifactError("reference pixels must be whole numbers 0..16, labels 0..9")
+        return cls(vectors.astype(np.uint8), labels.astype(np.uint8))
 
 
 @dataclass(frozen=True)
@@ -109,7 +152,10 @@ class Artifact:
         The manifest; see :func:`save_artifact` for the fields.
     prototypes : ndarray of shape (k, 64), optional
         Typical training digits in scaled units, in the layers' dtype (training adds them
-        with the calibration; every saved or loaded artifact has them).
+        with the calibration; every saved artifact, and every artifact loaded for serving, has
+        them).
+    reference : Reference, optional
+        A labelled sample of the validation rows (likewise).
     """
 
     scaler_min: NDArray[np.float64]
@@ -118,6 +164,7 @@ class Artifact:
     biases: list[NDArray[np.floating[Any]]]
     manifest: dict[str, Any] = field(default_factory=dict)
     prototypes: NDArray[np.floating[Any]] | None = None
+    reference: Reference | None = None
 
     @property
     def dtype(self) -> np.dtype[Any]:
@@ -341,7 +388,7 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _write_npz(path: Path, arrays: Mapping[str, NDArray[np.floating[Any]]]) -> None:
+def _write_npz(path: Path, arrays: Mapping[str, NDArray[Any]]) -> None:
     # np.savez stamps zip entries with the current time; write entries ourselves with a fixed
     # timestamp so that identical weights give an identical file (and model version).
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as zf:
@@ -350,7 +397,8 @@ def _write_npz(path: Path, arrays: Mapping[str, NDArray[np.floating[Any]]]) -> N
             with zf.open(info, "w") as f:
                 array = arrays[name]
                 dtype = array.dtype.newbyteorder("=")
-                dtype = dtype if dtype in DTYPES else np.dtype(np.float64)
+                kept = (*DTYPES, np.dtype(np.uint8))  # floats, or the reference's small integers
+                dtype = dtype if dtype in kept else np.dtype(np.float64)
                 np.lib.format.write_array(
                     f, np.ascontiguousarray(array, dtype=dtype.newbyteorder("<"))
                 )
@@ -394,11 +442,17 @@ def save_artifact(
         digest = sha256_file(weights_path)
         if not isinstance(artifact.manifest.get("calibration"), dict):
             raise ArtifactError("the manifest has no outlier calibration (see calibration())")
-        if artifact.prototypes is None:
-            raise ArtifactError("the artifact has no prototypes")
+        if artifact.prototypes is None or artifact.reference is None:
+            raise ArtifactError("the artifact has no prototypes or no reference sample")
+        reference_path = tmp / REFERENCE_FILE
+        _write_npz(
+            reference_path,
+            {"vectors": artifact.reference.vectors, "labels": artifact.reference.labels},
+        )
         manifest = {
             **artifact.manifest,
             "calibration_sha256": _calibration_sha256(artifact.manifest["calibration"]),
+            "reference_sha256": sha256_file(reference_path),
             "format_version": FORMAT_VERSION,
             "model_version": digest[:12],
             "weights_sha256": digest,
@@ -444,13 +498,12 @@ def _read_manifest(path: Path, calibrated: bool = True) -> dict[str, Any]:
     if not isinstance(manifest, dict):
         raise ArtifactError(f"{path}: expected a JSON object")
     version = manifest.get("format_version")
-    if version in (1, 2) and not calibrated:  # to be upgraded: checked as in format 1
+    if version in _MISSING and not calibrated:  # to be upgraded: checked as in format 1
         version = FORMAT_VERSION
-        manifest = {**manifest, "calibration": {}, "calibration_sha256": ""}
-    elif version in (1, 2):
-        what = "no outlier calibration" if version == 1 else "no prototypes"
+        manifest = {**manifest, "calibration": {}, "calibration_sha256": "", "reference_sha256": ""}
+    elif version in _MISSING:
         raise ArtifactError(
-            f"{path}: format_version {version} has {what}; upgrade it with "
+            f"{path}: format_version {version} has {_MISSING[version]}; upgrade it with "
             f"python -m training.calibrate {path.parent} --train <its optdigits.tra>"
         )
     if version != FORMAT_VERSION:
@@ -503,14 +556,43 @@ def _read_arrays(path: Path, names: list[str]) -> dict[str, NDArray[np.floating[
     return out
 
 
+def _read_reference(model_dir: Path, manifest: dict[str, Any]) -> Reference:
+    path = model_dir / REFERENCE_FILE
+    if not path.is_file():
+        raise ArtifactError(f"{path}: file not found")
+    recorded = manifest.get("reference_sha256")
+    digest = sha256_file(path)
+    if digest != recorded:
+        raise ArtifactError(
+            f"{path}: sha256 {digest[:12]}… does not match the manifest's reference_sha256 "
+            "(file changed or corrupted)"
+        )
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            if sorted(npz.files) != ["labels", "vectors"]:
+                raise ArtifactError(f"{path}: expected the arrays labels and vectors")
+            vectors, labels = npz["vectors"], npz["labels"]
+    except ArtifactError:
+        raise
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
+        raise ArtifactError(f"{path}: not a readable .npz file ({exc})") from None
+    if vectors.dtype != np.uint8 or labels.dtype != np.uint8:
+        raise ArtifactError(f"{path}: vectors and labels must be uint8")
+    try:
+        return Reference.of(vectors, labels)
+    except ArtifactError as exc:
+        raise ArtifactError(f"{path}: {exc}") from None
+
+
 def load_artifact(model_dir: Path | str, calibrated: bool = True) -> Artifact:
     """Read and verify an artifact directory.
 
     Checks the format version, the outlier calibration and its sha256, the sha256 of the
-    weights file, every array's presence, dtype (float32 or float64, one dtype for all layers),
-    shape and finiteness. Never unpickles anything. With ``calibrated=False`` (for
-    ``training.calibrate`` only) the calibration and prototypes are not checked, and formats
-    1 and 2 are read.
+    weights file and of the reference sample (and that sample's shapes and values), every
+    array's presence, dtype (float32 or float64, one dtype for all layers), shape and
+    finiteness. Never unpickles anything. With ``calibrated=False`` (for
+    ``training.calibrate`` only) the calibration, prototypes and reference sample are not read
+    or checked, and the older formats 1 to 3 are read.
 
     Raises
     ------
@@ -569,6 +651,8 @@ def load_artifact(model_dir: Path | str, calibrated: bool = True) -> Artifact:
         dtype = str(artifact.dtype)
     except ArtifactError as exc:
         raise ArtifactError(f"{weights_path}: {exc}") from None
+    if calibrated:
+        artifact = replace(artifact, reference=_read_reference(model_dir, manifest))
     if artifact.prototypes is not None and artifact.prototypes.dtype != artifact.dtype:
         raise ArtifactError(f"{weights_path}: prototypes are not {dtype} like the layers")
     declared = manifest.get("dtype", dtype)  # absent in artifacts from before it

@@ -1,8 +1,8 @@
 """Pure ASGI middleware (no body buffering): API key and concurrency limit.
 
 Both exempt the probes of :data:`service.operations.PROBE_PATHS`; the API key also exempts the
-docs of :data:`service.operations.DOCS_PATHS`. Both answer in the path's error format
-(:mod:`service.errors`).
+pages of :data:`service.operations.PAGE_PATHS` (the docs and the explorer). Both answer in the
+path's error format (:mod:`service.errors`).
 """
 
 from __future__ import annotations
@@ -13,17 +13,17 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.admission import Admission
 from service.errors import RequestError, error_style, send_error
-from service.operations import DOCS_PATHS, PROBE_PATHS
+from service.operations import PAGE_PATHS, PROBE_PATHS
 
 __all__ = ["API_KEY_HEADER", "ApiKeyMiddleware", "ConcurrencyLimitMiddleware"]
 
 API_KEY_HEADER = "X-API-Key"
-# The probes, and the docs: the page where a browser user enters the key cannot need it.
-_OPEN_PATHS = PROBE_PATHS | DOCS_PATHS
+# The probes, and the pages where a browser user enters the key, which cannot need it.
+_OPEN_PATHS = PROBE_PATHS | PAGE_PATHS
 
 
 class ApiKeyMiddleware:
-    """Requires ``X-API-Key`` on every path except the probes and docs; compares in constant time.
+    """Requires ``X-API-Key`` on every path except the probes and pages; compares in constant time.
 
     The key is never logged or echoed.
     """

@@ -50,9 +50,13 @@ __all__ = [
     "DOCS_ASSETS_PREFIX",
     "DOCS_PATHS",
     "DOCS_URL",
+    "EXPLORER_ASSETS",
+    "EXPLORER_ASSETS_PREFIX",
+    "EXPLORER_URL",
     "NATIVE",
     "OIP_INFER",
     "OPENAPI_URL",
+    "PAGE_PATHS",
     "PROBE_PATHS",
     "REDOC_URL",
     "SIGNATURES",
@@ -309,7 +313,7 @@ _OIP_MODEL = re.compile(r"/v2/models/[^/]+(?P<versioned>/versions/[^/]+)?(?P<res
 
 # Orchestrators must reach these without credentials, and even when the service is saturated.
 PROBE_PATHS = frozenset({"/healthz", "/readyz", "/v2/health/live", "/v2/health/ready"})
-_FIXED_PATHS = frozenset({*NATIVE, *PROBE_PATHS, "/model", "/metrics", "/v2"})
+_FIXED_PATHS = frozenset({*NATIVE, *PROBE_PATHS, "/model", "/reference", "/metrics", "/v2"})
 
 # The API docs: the two pages, the schema they read and the assets they load (served from
 # service/static/docs, nothing from another host). Readable without the API key, so that a
@@ -323,6 +327,12 @@ DOCS_ASSETS = frozenset(
 DOCS_PATHS = frozenset(
     {DOCS_URL, REDOC_URL, OPENAPI_URL, *(DOCS_ASSETS_PREFIX + name for name in DOCS_ASSETS)}
 )
+# The explorer page (service/static/explorer) at the root, and its two assets. Public like the
+# docs: the page asks for the key and sends it with its API calls, which need it.
+EXPLORER_URL = "/"
+EXPLORER_ASSETS_PREFIX = "/explorer/"
+EXPLORER_ASSETS = frozenset({"explorer.js", "explorer.css"})
+PAGE_PATHS = DOCS_PATHS | {EXPLORER_URL, *(EXPLORER_ASSETS_PREFIX + n for n in EXPLORER_ASSETS)}
 
 
 def endpoint_label(path: str) -> str:

@@ -21,6 +21,7 @@ __all__ = [
     "ModelInfo",
     "ReconstructRequest",
     "ReconstructResponse",
+    "ReferenceResponse",
 ]
 
 # Latent codes of real digits lie within a few units of 0; this bound only keeps arithmetic
@@ -134,6 +135,13 @@ class ModelInfo(BaseModel):
     weights_sha256: str
     metrics: dict[str, Any] = Field(default_factory=dict)
     training: dict[str, Any] = Field(default_factory=dict)
+
+
+class ReferenceResponse(BaseModel):
+    """The artifact's reference sample: validation rows and their digits."""
+
+    vectors: list[list[int]] = Field(description="Pixel vectors, 64 whole numbers in [0, 16].")
+    labels: list[int] = Field(description="The digit (0..9) each vector is.")
 
 
 # -- The Open Inference Protocol (KServe V2), for the OpenAPI document and the metadata routes.

@@ -117,8 +117,8 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, tiny_mlp) -> Path:
     mlp, lo, scale, X_fit = tiny_mlp
     out = tmp_path_factory.mktemp("models") / "tiny"
     # Rows it was not fitted on, for the calibration (300 bound the 0.99 quantile).
-    X_val = synthetic_digits(300, seed=2)[0]
-    save_artifact(out, mlp_to_artifact(mlp, lo, scale, {"preset": "test"}, X_fit, X_val))
+    X_val, y_val = synthetic_digits(300, seed=2)
+    save_artifact(out, mlp_to_artifact(mlp, lo, scale, {"preset": "test"}, X_fit, X_val, y_val))
     return out
 
 

@@ -1,11 +1,12 @@
-"""Add (or redo) the prototypes and outlier calibration of an existing artifact.
+"""Add (or redo) the prototypes, outlier calibration and reference sample of an artifact.
 
-Artifacts of format 1 have no calibration, those of format 2 no prototypes, and the service
-refuses both. This recomputes the prototypes from the artifact's own training split and the
-errors and distances of its validation split (the split seed and fraction its manifest records,
-of the training file given, checked against the manifest's sha256 when it has one) and rewrites
-the artifact with them. The network's weights stay the same; the model version changes with the
-prototypes (they are stored with the weights and change which vectors are outliers)::
+Artifacts of format 1 have no calibration, those of format 2 no prototypes or reference sample,
+and the service refuses both. This recomputes the prototypes from the artifact's own training
+split and the errors and distances of its validation split, which becomes its reference sample
+(the split seed and fraction its manifest records, of the training file given, checked against
+the manifest's sha256 when it has one), and rewrites the artifact with them. The network's
+weights stay the same; the model version changes with the prototypes (they are stored with the
+weights and change which vectors are outliers)::
 
     python -m training.calibrate models/mine --train data/optdigits.tra
 """
@@ -44,14 +45,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         X, y = load_optdigits(args.train)
         fraction = float(training.get("validation_fraction", 0.15))
         seed = int(training.get("split_seed", artifact.manifest.get("seed", 0)))
-        X_fit, X_val, _, _ = split_train_validation(X, y, fraction, seed)
+        X_fit, X_val, _, y_val = split_train_validation(X, y, fraction, seed)
         old = args.model_dir
         kept = {
             name: (lambda target, source=old / name: shutil.copyfile(source, target))
             for name in _KEPT_FILES
             if (old / name).is_file()
         }
-        written = save_artifact(old, calibrated(artifact, X_fit, X_val, seed), kept)
+        written = save_artifact(old, calibrated(artifact, X_fit, X_val, y_val, seed), kept)
     except (ArtifactError, DataError, OSError) as exc:
         print(f"digitcode-calibrate: {exc}", file=sys.stderr)
         return 1

@@ -39,6 +39,7 @@ from tqdm import tqdm
 from service.artifact import (
     Artifact,
     ArtifactError,
+    Reference,
     calibration,
     load_artifact,
     save_artifact,
@@ -352,15 +353,17 @@ def mlp_to_artifact(
     manifest: dict[str, Any],
     X_fit: Array,
     X_calibration: Array,
+    y_calibration: NDArray[np.int64],
     seed: int = 0,
 ) -> Artifact:
     """Package a fitted autoencoder ``MLPRegressor`` and its scaler as an artifact.
 
     The latent layer is the 2-unit hidden layer nearest the middle. The layers keep the
     dtype they were trained in (float32 or float64), which is the one the service computes in.
-    The prototypes come from ``X_fit`` (n, 64), the rows the network was fitted on, and the
-    outlier calibration from ``X_calibration`` (n, 64), rows it was not fitted on (the
-    validation split): see :func:`calibrated`.
+    The prototypes come from ``X_fit`` (n, 64), the rows the network was fitted on, the
+    outlier calibration and the reference sample from ``X_calibration`` (m, 64) and its labels
+    ``y_calibration`` (m,), rows it was not fitted on (the validation split): see
+    :func:`calibrated`.
     """
     sizes = [mlp.coefs_[0].shape[0]] + [w.shape[1] for w in mlp.coefs_]
     two_unit = [i for i in range(1, len(sizes) - 1) if sizes[i] == 2]
@@ -374,7 +377,7 @@ def mlp_to_artifact(
         biases=[np.array(b) for b in mlp.intercepts_],
         manifest={**manifest, "activation": mlp.activation, "latent_layer": latent},
     )
-    return calibrated(artifact, X_fit, X_calibration, seed)
+    return calibrated(artifact, X_fit, X_calibration, y_calibration, seed)
 
 
 # Typical training digits the service measures each vector's distance to (k-means centres).
@@ -394,10 +397,21 @@ def prototypes(artifact: Artifact, X_fit: Array, seed: int = 0) -> NDArray[Any]:
     return np.asarray(kmeans.cluster_centers_, dtype=artifact.dtype)
 
 
-def calibrated(artifact: Artifact, X_fit: Array, X_calibration: Array, seed: int = 0) -> Artifact:
-    """``artifact`` with prototypes of ``X_fit`` (n, 64) and the outlier calibration of its
-    errors and distances on ``X_calibration`` (m, 64), rows the network was not fitted on."""
-    artifact = replace(artifact, prototypes=prototypes(artifact, X_fit, seed))
+def calibrated(
+    artifact: Artifact,
+    X_fit: Array,
+    X_calibration: Array,
+    y_calibration: NDArray[np.int64],
+    seed: int = 0,
+) -> Artifact:
+    """``artifact`` with prototypes of ``X_fit`` (n, 64), the outlier calibration of its
+    errors and distances on ``X_calibration`` (m, 64), rows the network was not fitted on, and
+    those rows with their labels ``y_calibration`` (m,) as its reference sample."""
+    artifact = replace(
+        artifact,
+        prototypes=prototypes(artifact, X_fit, seed),
+        reference=Reference.of(X_calibration, y_calibration),
+    )
     with threadpool_limits(1):  # BLAS rounding depends on its threads: the same on any machine
         scores = Autoencoder(artifact).forward(X_calibration)
     manifest = {**artifact.manifest, "calibration": calibration(scores.errors, scores.distances)}
@@ -512,7 +526,9 @@ def train_preset(
             "scikit-learn": sklearn.__version__,
         },
     }
-    artifact = mlp_to_artifact(result.mlp, scaler_min, scaler_scale, manifest, X_fit, X_val, seed)
+    artifact = mlp_to_artifact(
+        result.mlp, scaler_min, scaler_scale, manifest, X_fit, X_val, y_val, seed
+    )
     # Report what the service will compute (numpy, in the model's own precision) on the
     # validation rows, not the training loop's figure.
     served_val_mse = float(np.mean(Autoencoder(artifact).reconstruct(X_val)[1]))

@@ -11,9 +11,11 @@ import pytest
 from service.artifact import (
     FORMAT_VERSION,
     MANIFEST_FILE,
+    REFERENCE_FILE,
     WEIGHTS_FILE,
     ArtifactError,
     _calibration_sha256,
+    _write_npz,
     load_artifact,
     save_artifact,
     sha256_file,
@@ -183,6 +185,41 @@ def test_bad_prototypes_are_refused(tmp_path, tiny_model_dir, prototypes, messag
     else:
         arrays["prototypes"] = prototypes
     _rewrite_weights(model, arrays)
+    with pytest.raises(ArtifactError, match=message):
+        load_artifact(model)
+
+
+def _write_reference(model_dir: Path, **arrays: np.ndarray) -> None:
+    """Replace reference.npz and fix the manifest's sha256, so only the content check can fail."""
+    _write_npz(model_dir / REFERENCE_FILE, arrays)
+    _rewrite_manifest(model_dir, reference_sha256=sha256_file(model_dir / REFERENCE_FILE))
+
+
+def test_the_reference_sample_round_trips_and_is_checked(tmp_path, tiny_model_dir):
+    reference = load_artifact(tiny_model_dir).reference
+    assert reference is not None and reference.vectors.shape == (300, 64)
+    assert reference.vectors.dtype == reference.labels.dtype == np.uint8
+    model = _copy(tiny_model_dir, tmp_path)
+    data = bytearray((model / REFERENCE_FILE).read_bytes())
+    data[-1] ^= 1  # one bit flipped
+    (model / REFERENCE_FILE).write_bytes(bytes(data))
+    with pytest.raises(ArtifactError, match="does not match the manifest's reference_sha256"):
+        load_artifact(model)
+
+
+@pytest.mark.parametrize(
+    ("arrays", "message"),
+    [
+        ({"vectors": np.full((3, 64), 17, np.uint8), "labels": np.zeros(3, np.uint8)}, "0..16"),
+        ({"vectors": np.zeros((3, 64), np.uint8), "labels": np.full(3, 10, np.uint8)}, "0..9"),
+        ({"vectors": np.zeros((3, 64)), "labels": np.zeros(3, np.uint8)}, "must be uint8"),
+        ({"vectors": np.zeros((3, 63), np.uint8), "labels": np.zeros(3, np.uint8)}, "64 pixels"),
+        ({"vectors": np.zeros((3, 64), np.uint8)}, "expected the arrays labels and vectors"),
+    ],
+)
+def test_a_bad_reference_sample_is_refused(tmp_path, tiny_model_dir, arrays, message):
+    model = _copy(tiny_model_dir, tmp_path)
+    _write_reference(model, **arrays)
     with pytest.raises(ArtifactError, match=message):
         load_artifact(model)
 

@@ -66,12 +66,12 @@ def test_logistic_preset_matches_sklearn(tmp_path):
     from training.data import fit_minmax
     from training.train import mlp_to_artifact
 
-    X, _ = synthetic_digits(100)
+    X, y = synthetic_digits(100)
     lo, scale = fit_minmax(X)
     Xs = scale_pixels(X, lo, scale)
     mlp = MLPRegressor(hidden_layer_sizes=(2,), activation="logistic", max_iter=20, random_state=1)
     mlp.fit(Xs, Xs)
-    save_artifact(tmp_path / "seed", mlp_to_artifact(mlp, lo, scale, {}, X, X))
+    save_artifact(tmp_path / "seed", mlp_to_artifact(mlp, lo, scale, {}, X, X, y))
     model = Autoencoder.from_dir(tmp_path / "seed")
     np.testing.assert_allclose(
         model._network_output(model._encode_clipped(model._clip(X))), mlp.predict(Xs), atol=1e-9

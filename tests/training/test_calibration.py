@@ -10,6 +10,7 @@ import pytest
 
 from service.artifact import (
     MANIFEST_FILE,
+    REFERENCE_FILE,
     WEIGHTS_FILE,
     ArtifactError,
     _upper_bound_rank,
@@ -97,17 +98,20 @@ def test_an_edited_calibration_is_refused(tmp_path):
         load_artifact(model)
 
 
-@pytest.mark.parametrize("version", [1, 2])
+@pytest.mark.parametrize("version", [1, 2, 3])
 def test_an_older_artifact_is_refused_then_upgraded_as_committed(tmp_path, capsys, version):
-    # The committed model as format 1 (no calibration) or 2 (no prototypes) had it.
+    # The committed model as format 1 (no calibration), 2 (no prototypes) or 3 (no reference
+    # sample) had it.
     model = shutil.copytree(DEFAULT_MODEL, tmp_path / "m")
     committed = load_artifact(DEFAULT_MODEL)
-    old = replace(committed, prototypes=None)
-    _write_npz(model / WEIGHTS_FILE, old.arrays())
     manifest = json.loads((model / MANIFEST_FILE).read_text())
-    manifest["weights_sha256"] = sha256_file(model / WEIGHTS_FILE)
     manifest["format_version"] = version
-    del manifest["calibration"]["distance"]
+    del manifest["reference_sha256"]
+    (model / REFERENCE_FILE).unlink()
+    if version <= 2:
+        _write_npz(model / WEIGHTS_FILE, replace(committed, prototypes=None).arrays())
+        manifest["weights_sha256"] = sha256_file(model / WEIGHTS_FILE)
+        del manifest["calibration"]["distance"]
     if version == 1:
         for key in ("calibration", "calibration_sha256"):
             del manifest[key]
@@ -119,6 +123,7 @@ def test_an_older_artifact_is_refused_then_upgraded_as_committed(tmp_path, capsy
     upgraded = load_artifact(model)
     assert upgraded.model_version == committed.model_version  # the same prototypes
     assert upgraded.manifest["calibration"] == committed.manifest["calibration"]
+    assert upgraded.manifest["reference_sha256"] == committed.manifest["reference_sha256"]
     assert (model / "latent.png").read_bytes() == (DEFAULT_MODEL / "latent.png").read_bytes()
 
 
