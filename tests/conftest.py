@@ -133,6 +133,19 @@ def default_repository() -> Repository:
     return load_repository(DEFAULT_MODEL)[0]
 
 
+API_KEY = "correct horse battery staple"
+
+
+@pytest.fixture
+def secured(default_repository: Repository) -> Iterator[TestClient]:
+    """The app on the default model with ``API_KEY`` required, started."""
+    app = create_app(
+        Settings(model_dir=DEFAULT_MODEL, api_key=API_KEY), repository=default_repository
+    )
+    with TestClient(app) as client:
+        yield client
+
+
 @pytest.fixture
 def settings() -> Settings:
     return Settings(model_dir=DEFAULT_MODEL, max_batch=50)

@@ -15,15 +15,12 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from fastapi.testclient import TestClient
 
 import service
-from service.app import create_app
 from service.operations import DOCS_ASSETS, DOCS_ASSETS_PREFIX, DOCS_PATHS, NATIVE
-from service.settings import Settings
-from tests.conftest import DEFAULT_MODEL
+from tests.conftest import API_KEY
 
-KEY = "correct horse battery staple"
+KEY = API_KEY
 STATIC = Path(service.__file__).resolve().parent / "static" / "docs"
 PAGES = ("/docs", "/redoc")
 
@@ -66,13 +63,6 @@ EXPECTED_TYPE = {
     "shortcut icon": "image/png",
     "schema": "application/json",
 }
-
-
-@pytest.fixture
-def secured(default_repository):
-    app = create_app(Settings(model_dir=DEFAULT_MODEL, api_key=KEY), repository=default_repository)
-    with TestClient(app) as client:
-        yield client
 
 
 @pytest.mark.parametrize("page", PAGES)

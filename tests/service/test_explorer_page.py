@@ -10,18 +10,14 @@ from pathlib import Path
 from urllib.parse import urljoin, urlsplit
 
 import numpy as np
-import pytest
-from fastapi.testclient import TestClient
 
 import service
-from service.app import create_app
 from service.artifact import load_artifact
 from service.operations import EXPLORER_ASSETS, EXPLORER_ASSETS_PREFIX
-from service.settings import Settings
-from tests.conftest import DEFAULT_MODEL
+from tests.conftest import API_KEY, DEFAULT_MODEL
 from tests.service.test_docs import references
 
-KEY = "explorer key"
+KEY = API_KEY
 STATIC = Path(service.__file__).resolve().parent / "static" / "explorer"
 TYPES = {
     "script": "text/javascript",
@@ -29,13 +25,6 @@ TYPES = {
     "icon": "image/png",
     "a": "text/html",
 }
-
-
-@pytest.fixture
-def secured(default_repository):
-    app = create_app(Settings(model_dir=DEFAULT_MODEL, api_key=KEY), repository=default_repository)
-    with TestClient(app) as client:
-        yield client
 
 
 def test_the_page_and_everything_it_loads_come_from_the_service(client):
