@@ -9,6 +9,7 @@ Screenshots of each state are saved for a reviewer in ``build/explorer-screensho
 from __future__ import annotations
 
 import csv
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,6 +34,11 @@ COLOURS = [
 ]  # fmt: skip
 KEY = "explorer-test-key"
 FILLS = "cs => cs.map(c => c.getAttribute('fill'))"
+# The digit shown is the one decoded at the cursor's current place.
+CAUGHT_UP = (
+    "() => { const e = window.explorer; return e.decoded && e.cursor "
+    "&& e.decoded.latent[0] === e.cursor[0] && e.decoded.latent[1] === e.cursor[1]; }"
+)
 
 
 @pytest.fixture(scope="module")
@@ -201,10 +207,7 @@ def test_hovering_a_point_shows_it_and_the_pointer_decodes_what_decode_answers(
     assert box is not None
     for fx, fy in [(0.2, 0.3), (0.75, 0.6), *((0.1 + 0.04 * i, 0.5) for i in range(20))]:
         page.mouse.move(box["x"] + fx * box["width"], box["y"] + fy * box["height"])
-        page.wait_for_function(
-            "() => { const e = window.explorer; return e.decoded && e.cursor "
-            "&& e.decoded.latent[0] === e.cursor[0] && e.decoded.latent[1] === e.cursor[1]; }"
-        )
+        page.wait_for_function(CAUGHT_UP)
         decoded = _state(page, "decoded")
         answer = httpx.post(f"{service}/decode", json={"latent": [decoded["latent"]]}).json()
         assert decoded["vector"] == answer["vectors"][0]
@@ -217,24 +220,32 @@ def test_hovering_a_point_shows_it_and_the_pointer_decodes_what_decode_answers(
     visit.shot("3-decode")
 
 
+def _press(page: Page, key: str) -> list[float]:
+    """Press ``key`` on the map; the cursor's code once its digit is decoded."""
+    before = _state(page, "cursor")
+    page.keyboard.press(key)
+    page.wait_for_function(
+        f"() => JSON.stringify(window.explorer.cursor) !== {json.dumps(json.dumps(before))}"
+    )
+    page.wait_for_function(CAUGHT_UP)
+    latent: list[float] = _state(page, "decoded.latent")
+    return latent
+
+
 def test_the_keyboard_moves_the_cursor_decodes_and_picks(visit: Visit):
     page = visit.open()
     visit.ready()
+    page.wait_for_function(CAUGHT_UP)  # the centre, decoded at load
+    centre = _state(page, "decoded.latent")
     page.focus("#map")
-    page.keyboard.press("ArrowRight")
-    page.wait_for_function("() => window.explorer.decoded !== null")
-    first = _state(page, "decoded.latent")
-    page.keyboard.press("ArrowRight")
-    page.wait_for_function(f"() => window.explorer.decoded.latent[0] > {first[0]}")
-    second = _state(page, "decoded.latent")
-    assert second[1] == first[1]
-    page.keyboard.press("Shift+ArrowUp")  # five steps at once
-    page.wait_for_function(f"() => window.explorer.decoded.latent[1] > {first[1]}")
-    third = _state(page, "decoded.latent")
+    first = _press(page, "ArrowRight")
+    second = _press(page, "ArrowRight")
+    assert centre[0] < first[0] < second[0] and centre[1] == first[1] == second[1]
+    third = _press(page, "Shift+ArrowUp")  # five steps at once
     assert third[0] == second[0]
     assert third[1] - second[1] == pytest.approx(5 * (second[0] - first[0]))
     page.keyboard.press("Enter")
-    page.keyboard.press("ArrowDown")
+    _press(page, "ArrowDown")
     page.keyboard.press("Enter")
     page.wait_for_function("() => window.explorer.strip !== null")
     assert _state(page, "strip.latent")[0] == third

@@ -190,6 +190,10 @@ async function load() {
     state.ready = true;
     state.timings.ready = performance.now(); // ms since navigation started
     document.body.dataset.ready = "true";
+    // The centre's digit, at once: the panel is not empty, and the connection is warm for the
+    // pointer's first move (not timed: no pointer moved).
+    const e = state.extent;
+    decodeAt([(e.x0 + e.x1) / 2, (e.y0 + e.y1) / 2], null);
   } catch (error) {
     if (error instanceof KeyNeeded) {
       askForKey(state.key ? "That key was refused." : "");
@@ -273,7 +277,7 @@ async function pump() {
       drawDigit($("decoded"), vector);
       state.decoded = { latent, vector };
       $("decoded-info").textContent = `z = (${fmt(latent[0])}, ${fmt(latent[1])})`;
-      state.timings.decode.push(performance.now() - started);
+      if (started !== null) state.timings.decode.push(performance.now() - started);
     }
   } catch (error) {
     handle(error);
