@@ -440,3 +440,21 @@ def test_the_api_docs_render_offline(visit: Visit):
     summaries = page.locator(".opblock-summary-path").all_inner_texts()
     assert {"/encode", "/decode", "/reconstruct", "/reference"} <= {s.strip() for s in summaries}
     visit.shot("10-docs")
+
+
+def test_a_reloaded_model_is_announced(visit: Visit):
+    page = visit.open()
+    visit.ready()
+
+    def newer(route: Any) -> None:  # as if the service had reloaded another model version
+        response = route.fetch()
+        route.fulfill(response=response, headers={**response.headers, "x-model-version": "newer"})
+
+    page.route("**/decode", newer)
+    box = page.locator("#map").bounding_box()
+    assert box is not None
+    page.mouse.move(box["x"] + 0.3 * box["width"], box["y"] + 0.3 * box["height"])
+    page.wait_for_function(
+        "() => document.getElementById('status').textContent.includes('now serves model newer')"
+    )
+    assert "reload the page" in page.locator("#status").inner_text()

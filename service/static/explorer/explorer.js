@@ -72,7 +72,13 @@ async function api(path, body) {
         : String(detail);
       throw new ApiError(`${path}: ${response.status} ${text}`, response.status);
     }
-    if (state.ready) showStatus(state.statusLine); // an earlier error is over
+    const version = response.headers.get("X-Model-Version");
+    if (state.ready && version && version !== state.model.model_version) {
+      // The service reloaded another model: the map shows the old one's codes.
+      showStatus(`The service now serves model ${version}; reload the page for its map.`, true);
+    } else if (state.ready) {
+      showStatus(state.statusLine); // an earlier error is over
+    }
     return answer;
   }
 }
