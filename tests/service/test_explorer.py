@@ -458,3 +458,28 @@ def test_a_reloaded_model_is_announced(visit: Visit):
         "() => document.getElementById('status').textContent.includes('now serves model newer')"
     )
     assert "reload the page" in page.locator("#status").inner_text()
+
+
+def test_the_keyboard_draws_on_the_pad(visit: Visit, service: str):
+    page = visit.open()
+    visit.ready()
+    page.focus("#pad")
+    page.keyboard.press("Shift+ArrowUp")  # from the centre (16, 16) to (16, 12), then up to 4
+    page.keyboard.press("Shift+ArrowUp")
+    page.keyboard.press("Shift+ArrowUp")
+    page.keyboard.press("Space")  # pen down
+    for _ in range(6):
+        page.keyboard.press("Shift+ArrowDown")  # down to 28: a vertical stroke
+    page.keyboard.press("Space")  # pen up
+    assert page.locator("#pen-info").inner_text() == "Pen up at 16, 28 of 32."
+    page.keyboard.press("Enter")
+    page.wait_for_function(
+        "() => { const e = window.explorer; return e.drawn && e.drawn.seq === e.pad.sent; }"
+    )
+    vector = _state(page, "drawn.vector")
+    image = np.array(vector).reshape(8, 8)
+    assert image.sum() > 40 and image[:, 3:5].sum() > 0.8 * image.sum()
+    answer = httpx.post(f"{service}/encode", json={"vectors": [vector]}).json()
+    assert _state(page, "drawn.latent") == answer["latent"][0]
+    page.keyboard.press("Delete")
+    page.wait_for_function("() => window.explorer.drawn === null")

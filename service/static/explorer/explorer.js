@@ -458,7 +458,8 @@ async function pick(latent) {
 
 // --- the drawing pad ------------------------------------------------------------------------
 
-const pad = { drawing: false, last: null, timer: 0, sent: 0 }; // sent: drawings sent to score
+// sent: drawings sent to score; pen: the keyboard's pen (canvas pixels, and whether it inks).
+const pad = { drawing: false, last: null, timer: 0, sent: 0, pen: { x: 128, y: 128, down: false } };
 state.pad = pad;
 
 function padContext() {
@@ -581,6 +582,37 @@ async function scoreDrawing() {
   } catch (error) {
     handle(error);
   }
+}
+
+// The keyboard's pen: arrows move it (a bitmap pixel a press; Shift: four), Space lowers or
+// lifts it, Enter scores the drawing, Delete clears it.
+function onPadKey(event) {
+  const canvas = $("pad");
+  const step = ((event.shiftKey ? 4 : 1) * canvas.width) / 32;
+  const moves = { ArrowLeft: [-step, 0], ArrowRight: [step, 0], ArrowUp: [0, -step], ArrowDown: [0, step] };
+  const pen = pad.pen;
+  if (event.key in moves) {
+    const [dx, dy] = moves[event.key];
+    const from = [pen.x, pen.y];
+    pen.x = Math.min(Math.max(pen.x + dx, 0), canvas.width - 1);
+    pen.y = Math.min(Math.max(pen.y + dy, 0), canvas.height - 1);
+    if (pen.down) stroke(from, [pen.x, pen.y]);
+  } else if (event.key === " ") {
+    pen.down = !pen.down;
+    if (pen.down) stroke([pen.x, pen.y], [pen.x, pen.y]);
+  } else if (event.key === "Enter") {
+    clearTimeout(pad.timer);
+    pad.timer = 0;
+    scoreDrawing();
+  } else if (event.key === "Delete" || event.key === "Backspace") {
+    clearPad();
+  } else {
+    return;
+  }
+  event.preventDefault();
+  $("pen-info").textContent =
+    `Pen ${pen.down ? "down" : "up"} at ${Math.round((pen.x / canvas.width) * 32)}, ` +
+    `${Math.round((pen.y / canvas.height) * 32)} of 32.`;
 }
 
 function clearPad() {
@@ -737,6 +769,7 @@ function start() {
   canvas.addEventListener("pointermove", onPadMove);
   canvas.addEventListener("pointerup", onPadUp);
   canvas.addEventListener("pointercancel", onPadUp);
+  canvas.addEventListener("keydown", onPadKey);
   $("clear-pad").addEventListener("click", clearPad);
   $("csv-file").addEventListener("change", onFile);
   $("download").addEventListener("click", downloadCodes);
