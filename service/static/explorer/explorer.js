@@ -261,34 +261,41 @@ function drawLegend() {
 
 // --- the cursor: decode anywhere ----------------------------------------------------------
 
-let pending = null;
-let decoding = false;
+let pending = null; // the newest position not yet sent
+let inFlight = 0;
+let sentSeq = 0;
+let shownSeq = 0;
+const IN_FLIGHT = 2; // requests at once: the newest position need not wait for the one before
 
 function decodeAt(latent, started) {
   state.cursor = latent;
   pending = { latent, started };
   drawCursor();
-  if (!decoding) pump();
+  launch();
 }
 
-// One request in flight at a time; the newest position wins (no queue of stale positions).
-async function pump() {
-  decoding = true;
-  try {
-    while (pending) {
-      const { latent, started } = pending;
-      pending = null;
-      const answer = await api("decode", { latent: [latent] });
-      const vector = answer.vectors[0];
-      drawDigit($("decoded"), vector);
-      state.decoded = { latent, vector };
-      $("decoded-info").textContent = `z = (${fmt(latent[0])}, ${fmt(latent[1])})`;
-      if (started !== null) state.timings.decode.push(performance.now() - started);
-    }
-  } catch (error) {
-    handle(error);
-  } finally {
-    decoding = false;
+// The newest position wins: at most IN_FLIGHT requests, no queue of stale positions, and an
+// answer older than the one shown is dropped.
+function launch() {
+  while (pending && inFlight < IN_FLIGHT) {
+    const job = { ...pending, seq: ++sentSeq };
+    pending = null;
+    inFlight += 1;
+    api("decode", { latent: [job.latent] })
+      .then((answer) => {
+        if (job.seq < shownSeq) return;
+        shownSeq = job.seq;
+        const vector = answer.vectors[0];
+        drawDigit($("decoded"), vector);
+        state.decoded = { latent: job.latent, vector };
+        $("decoded-info").textContent = `z = (${fmt(job.latent[0])}, ${fmt(job.latent[1])})`;
+        if (job.started !== null) state.timings.decode.push(performance.now() - job.started);
+      })
+      .catch(handle)
+      .finally(() => {
+        inFlight -= 1;
+        launch();
+      });
   }
 }
 
