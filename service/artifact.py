@@ -391,13 +391,13 @@ def sha256_file(path: Path) -> str:
 def _write_npz(path: Path, arrays: Mapping[str, NDArray[Any]]) -> None:
     # np.savez stamps zip entries with the current time; write entries ourselves with a fixed
     # timestamp so that identical weights give an identical file (and model version).
+    kept = (*DTYPES, np.dtype(np.uint8))  # floats, or the reference's small integers
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as zf:
         for name in sorted(arrays):
             info = zipfile.ZipInfo(f"{name}.npy", date_time=_ZIP_DATE)
             with zf.open(info, "w") as f:
                 array = arrays[name]
                 dtype = array.dtype.newbyteorder("=")
-                kept = (*DTYPES, np.dtype(np.uint8))  # floats, or the reference's small integers
                 dtype = dtype if dtype in kept else np.dtype(np.float64)
                 np.lib.format.write_array(
                     f, np.ascontiguousarray(array, dtype=dtype.newbyteorder("<"))
@@ -556,17 +556,21 @@ def _read_arrays(path: Path, names: list[str]) -> dict[str, NDArray[np.floating[
     return out
 
 
-def _read_reference(model_dir: Path, manifest: dict[str, Any]) -> Reference:
-    path = model_dir / REFERENCE_FILE
+def _check_file(path: Path, manifest: dict[str, Any], field: str) -> None:
+    """``path`` exists and has the sha256 the manifest records in ``field``."""
     if not path.is_file():
         raise ArtifactError(f"{path}: file not found")
-    recorded = manifest.get("reference_sha256")
-    digest = sha256_file(path)
+    digest, recorded = sha256_file(path), str(manifest[field])
     if digest != recorded:
         raise ArtifactError(
-            f"{path}: sha256 {digest[:12]}… does not match the manifest's reference_sha256 "
-            "(file changed or corrupted)"
+            f"{path}: sha256 {digest[:12]}… does not match the manifest's {field} "
+            f"{recorded[:12]}… (file changed or corrupted)"
         )
+
+
+def _read_reference(model_dir: Path, manifest: dict[str, Any]) -> Reference:
+    path = model_dir / REFERENCE_FILE
+    _check_file(path, manifest, "reference_sha256")
     try:
         with np.load(path, allow_pickle=False) as npz:
             if sorted(npz.files) != ["labels", "vectors"]:
@@ -604,14 +608,7 @@ def load_artifact(model_dir: Path | str, calibrated: bool = True) -> Artifact:
         raise ArtifactError(f"{model_dir}: model directory not found")
     manifest = _read_manifest(model_dir / MANIFEST_FILE, calibrated)
     weights_path = model_dir / WEIGHTS_FILE
-    if not weights_path.is_file():
-        raise ArtifactError(f"{weights_path}: file not found")
-    digest = sha256_file(weights_path)
-    if digest != manifest["weights_sha256"]:
-        raise ArtifactError(
-            f"{weights_path}: sha256 {digest[:12]}… does not match the manifest's "
-            f"{manifest['weights_sha256'][:12]}… (file changed or corrupted)"
-        )
+    _check_file(weights_path, manifest, "weights_sha256")
     sizes: list[int] = manifest["layer_sizes"]
     n_layers = len(sizes) - 1
     expected: dict[str, tuple[int, ...]] = {

@@ -160,7 +160,7 @@ def _autoencoder(model: Autoencoder, X: Array, wanted: frozenset[str]) -> dict[s
         return {"latent": model.encode(X)}
     f = model.forward(X)
     assert f.distances is not None  # the service loads only artifacts with prototypes
-    out = {
+    return {
         "latent": f.latent,
         "reconstruction": f.reconstruction,
         "error": f.errors,
@@ -169,7 +169,6 @@ def _autoencoder(model: Autoencoder, X: Array, wanted: frozenset[str]) -> dict[s
         # Every scored vector is counted as an outlier or not, whatever was asked for.
         "is_outlier": cast(Array, model.is_outlier(f.errors, f.distances)),  # typed as the rest
     }
-    return out
 
 
 def _decoder(model: Autoencoder, Z: Array, wanted: frozenset[str]) -> dict[str, Array]:

@@ -1,12 +1,12 @@
 """Add (or redo) the prototypes, outlier calibration and reference sample of an artifact.
 
-Artifacts of format 1 have no calibration, those of format 2 no prototypes or reference sample,
-and the service refuses both. This recomputes the prototypes from the artifact's own training
-split and the errors and distances of its validation split, which becomes its reference sample
-(the split seed and fraction its manifest records, of the training file given, checked against
-the manifest's sha256 when it has one), and rewrites the artifact with them. The network's
-weights stay the same; the model version changes with the prototypes (they are stored with the
-weights and change which vectors are outliers)::
+Artifacts of format 1 have no calibration, those of format 2 no prototypes, those of format 3 no
+reference sample, and the service refuses them all. This recomputes the prototypes from the
+artifact's own training split and the errors and distances of its validation split, which
+becomes its reference sample (the split seed and fraction its manifest records, of the training
+file given, checked against the manifest's sha256 when it has one), and rewrites the artifact
+with them. The network's weights stay the same; the model version changes with the prototypes
+(they are stored with the weights and change which vectors are outliers)::
 
     python -m training.calibrate models/mine --train data/optdigits.tra
 """
