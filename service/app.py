@@ -20,6 +20,7 @@ from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from service.accesslog import ACCESS_LOG
 from service.admission import Admission
 from service.dataplane import DataPlane
 from service.draining import Drain
@@ -210,6 +211,7 @@ def create_app(settings: Settings | None = None, repository: Repository | None =
         reload_on_hup = _install_sighup(lambda: reload_models(app))
         drains = drain.install()  # after uvicorn's own handlers, in front of them
         yield
+        ACCESS_LOG.flush()  # the last requests' lines, before the process ends
         if drains:
             drain.uninstall()
         if reload_on_hup:

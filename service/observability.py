@@ -31,6 +31,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.accesslog import ACCESS_LOG, ACCESS_LOGGER
 from service.operations import endpoint_label
 
 if TYPE_CHECKING:
@@ -128,7 +129,7 @@ EXPECTED_OUTLIER_RATIO = _per_model_gauge(
 ERROR_METRIC = "digitcode_reconstruction_error"
 ERROR_HELP = "Reconstruction errors of the vectors scored, buckets at the model's calibration."
 
-access_log = logging.getLogger("digitcode.access")
+access_log = logging.getLogger(ACCESS_LOGGER)  # its level decides; ACCESS_LOG writes
 
 
 connection_log = logging.getLogger("digitcode.connections")
@@ -289,6 +290,7 @@ def configure_logging(level: str, fmt: str) -> None:
         else logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s")
     )
     logger.addHandler(handler)
+    ACCESS_LOG.configure(2, fmt)  # the access lines: same stream, same format, no handler
 
 
 class ObservabilityMiddleware:
@@ -394,19 +396,6 @@ class ObservabilityMiddleware:
             if vectors:
                 per_endpoint[1].inc(vectors)
         if access_log.isEnabledFor(logging.INFO):
-            access_log.info(
-                "%s %s %d",
-                method,
-                path,
-                status,
-                extra={
-                    "method": method,
-                    "path": path,
-                    "status": status,
-                    "duration_ms": round(seconds * 1000, 3),
-                    "vectors": vectors,
-                    "request_id": request_id,
-                    "model": model or None,
-                    "model_version": version or None,
-                },
+            ACCESS_LOG.write(
+                ACCESS_LOG.line(method, path, status, seconds, vectors, request_id, model, version)
             )
