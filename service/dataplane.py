@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from time import perf_counter
 
 import numpy as np
 from numpy.typing import NDArray
@@ -38,11 +39,14 @@ Array = NDArray[np.float64]  # float32 or float64 as sent, typed as in service.m
 
 @dataclass(slots=True)  # one per request: not frozen, whose __init__ costs more
 class Inference:
-    """The outcome of one inference: which model answered, and the outputs asked for."""
+    """The outcome of one inference: which model answered, the outputs asked for, and when the
+    model started and finished computing them (``time.perf_counter()``, for ``Server-Timing``)."""
 
     served: ServedModel
     outputs: dict[str, Array]
     rows: int
+    started: float = 0.0
+    finished: float = 0.0
 
 
 class DataPlane:
@@ -185,10 +189,11 @@ class DataPlane:
         if len(X) > self.max_batch:
             raise too_many_rows(len(X), self.max_batch, loc)
         check_values(X, signature.input, loc)
+        started = perf_counter()
         computed = signature.compute(served.model, X, wanted)
         errors = computed.get("error")
         if errors is not None:  # every reconstruction is scored, whatever was asked for
             observe_scores(served, errors, computed["is_outlier"])
         if len(computed) != len(wanted):  # computed more than asked for (a by-product)
             computed = {k: computed[k] for k in wanted}
-        return Inference(served, computed, len(X))
+        return Inference(served, computed, len(X), started, perf_counter())

@@ -14,17 +14,18 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import partial
+from time import perf_counter
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.admission import Admission
 from service.connections import CUT_STATE_KEY
-from service.dataplane import DataPlane
+from service.dataplane import DataPlane, Inference
 from service.errors import RequestError, error_style, send_error
 from service.operations import NATIVE, OIP_INFER
 from service.protocols import QUERY_KEY, Answer, BodyReader, Headers, native, oip, parse_length
 
-__all__ = ["InferenceEndpoints", "read_limited"]
+__all__ = ["InferenceEndpoints", "read_limited", "server_timing"]
 
 Handler = Callable[[DataPlane, Headers, BodyReader], Awaitable[Answer]]
 _HEADERS = frozenset(
@@ -81,9 +82,10 @@ class InferenceEndpoints:
         size = None if declared is None else parse_length(declared)
         reserved = 0  # bytes of memory reserved in admission
         slot = False
+        received = 0.0  # when the whole body had arrived (perf_counter)
 
         async def read_body() -> bytes:
-            nonlocal reserved, slot
+            nonlocal reserved, slot, received
             if size is None:  # no length declared (chunked): reserve as the body comes
                 growth = _Growth(admission, reserved)
                 try:
@@ -96,6 +98,7 @@ class InferenceEndpoints:
                 body = await read_limited(_chunks(receive, scope, None), size, self.body_limit)
             admission.take_slot()
             slot = True
+            received = perf_counter()
             return body
 
         error: RequestError | None = None
@@ -105,6 +108,7 @@ class InferenceEndpoints:
                     raise _too_large(self.body_limit)
                 reserved = admission.reserve(size or 0)
                 answer = await handler(self.dataplane, headers, read_body)
+                answered = perf_counter()
             except RequestError as exc:
                 # Answered below, without the traceback: its frames may hold a parser's
                 # document, which must not outlive the request while the answer is being sent.
@@ -112,9 +116,10 @@ class InferenceEndpoints:
             if error is not None:
                 await send_error(send, error, error_style(scope["path"]))
                 return
+            inference = answer.inference
             state = scope.setdefault("state", {})
-            state["served"] = answer.inference.served
-            state["vectors"] = answer.inference.rows
+            state["served"] = inference.served
+            state["vectors"] = inference.rows
             await send(
                 {
                     "type": "http.response.start",
@@ -122,6 +127,7 @@ class InferenceEndpoints:
                     "headers": [
                         (b"content-type", answer.media_type.encode()),
                         (b"content-length", str(len(answer.payload)).encode()),
+                        (b"server-timing", server_timing(received, inference, answered)),
                         *answer.headers,
                     ],
                 }
@@ -132,6 +138,19 @@ class InferenceEndpoints:
                 admission.give_slot()
             if reserved:
                 admission.release(reserved)
+
+
+def server_timing(received: float, inference: Inference, answered: float) -> bytes:
+    """The ``Server-Timing`` header of one answer: milliseconds spent in each stage.
+
+    ``parse``: from the whole body's arrival to the model's start (parsing and checking the
+    numbers); ``model``: the forward pass and the scores; ``serialize``: writing the answer's
+    bytes. Reading the body, queueing and sending are not included.
+    """
+    parse = (inference.started - received) * 1000
+    model = (inference.finished - inference.started) * 1000
+    serialize = (answered - inference.finished) * 1000
+    return f"parse;dur={parse:.3f}, model;dur={model:.3f}, serialize;dur={serialize:.3f}".encode()
 
 
 class _Growth:
