@@ -117,7 +117,8 @@ browser-test: install-dev
 	$(BIN)/python -m pytest -q -m browser tests/service/test_explorer.py
 
 # Throughput and latency against a no-op and a straightforward FastAPI app, driven by wrk
-# (installed with apt-get if missing); about 8 minutes. Not part of `make test`.
+# (installed with apt-get if missing), then the cost curves; about 20 minutes. Not part of
+# `make test`. BENCH_ARGS=--publish writes docs/performance/ and the README's tables.
 # BENCH_ARGS passes options, e.g. make bench BENCH_ARGS="--duration 5 --strict".
 bench: install-dev
 	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)

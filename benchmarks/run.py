@@ -1,17 +1,23 @@
 """``make bench``: the service against a no-op and a straightforward FastAPI app, with wrk.
 
 ``python -m benchmarks.run [--rounds N] [--duration S] [--warmup S] [--json PATH] [--no-pin]
-[--strict]``
+[--strict] [--curve-duration S] [--no-curves] [--publish]``
 
-Three servers are started one at a time on loopback (a free port, one uvicorn worker each):
+The servers are started one at a time on loopback (a free port, one uvicorn worker each):
 
 ``noop``
     ``benchmarks.apps:noop_app``, the ceiling for one worker.
 ``straightforward``
     ``benchmarks.apps:straightforward_app``: pydantic models, same numpy forward pass.
 ``digitcode``
-    ``python -m service`` on ``models/default`` (``DIGITCODE_MAX_BATCH=10000``), also timed on
-    the Open Inference Protocol's ``infer`` (JSON and binary tensors).
+    ``python -m service`` on ``models/default`` with its default settings (access log on) but
+    one worker and ``DIGITCODE_MAX_BATCH=10000``, also timed on the Open Inference Protocol's
+    ``infer`` (JSON and binary tensors).
+``digitcode-nolog``
+    The same without the access log, on the one-vector workloads (for information).
+
+The one-vector workload also runs with server and wrk sharing the CPUs (``encode-1-shared``).
+After the rounds, the cost curves (:mod:`benchmarks.curves`) are measured and drawn.
 
 Before any timing, every server's answers to the exact bodies the runs send are checked: the
 straightforward app against the in-process model, the service against the straightforward
@@ -43,6 +49,7 @@ import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -70,10 +77,19 @@ from benchmarks.answers import (
     npy_body,
     oip_body,
 )
+from benchmarks.curves import (
+    CONNECTIONS,
+    ROW_CONNECTIONS,
+    CurvePoint,
+    check_curve_answers,
+    plot_curves,
+    write_row_bodies,
+)
 from benchmarks.report import (
     BASELINE,
     NOOP,
     SERVICE,
+    SERVICE_NOLOG,
     TYPED,
     Measurement,
     ServerFigures,
@@ -81,10 +97,26 @@ from benchmarks.report import (
     format_report,
     median_runs,
     merge_figures,
+    picture_title,
     report_dict,
+    update_readme,
 )
-from benchmarks.servers import RunningServer, ServerError, ServerSpec, python_argv, start_server
-from benchmarks.wrk import WrkError, ensure_wrk, run_wrk, write_wrk_script, wrk_command
+from benchmarks.servers import (
+    RunningServer,
+    ServerError,
+    ServerSpec,
+    python_argv,
+    start_server,
+    unpin,
+)
+from benchmarks.wrk import (
+    WrkError,
+    WrkResult,
+    ensure_wrk,
+    run_wrk,
+    write_wrk_script,
+    wrk_command,
+)
 from service.model import Autoencoder
 
 __all__ = ["Workload", "load_rows", "main", "oip_bodies", "reference_answers", "workloads"]
@@ -92,10 +124,24 @@ __all__ = ["Workload", "load_rows", "main", "oip_bodies", "reference_answers", "
 ROOT = Path(__file__).resolve().parent.parent
 MODEL_DIR = Path("models/default")  # relative to ROOT, where the servers run
 TEST_FILE = ROOT / "data" / "optdigits.tes"
-DEFAULT_JSON = ROOT / "benchmarks" / "results" / "latest.json"
+RESULTS = ROOT / "benchmarks" / "results"  # git-ignored
+DEFAULT_JSON = RESULTS / "latest.json"
+PUBLISHED = ROOT / "docs" / "performance"  # committed: bench.json and the pictures
+README = ROOT / "README.md"
 
 
 UVICORN = ("-m", "uvicorn", "--host", "127.0.0.1", "--port", "{port}", "--workers", "1")
+# The service as users run it: default settings (an access log line per request, metrics), but
+# one worker (the targets are per worker) and every row count the workloads send.
+_SERVICE_ENV = {
+    "DIGITCODE_HOST": "127.0.0.1",
+    "DIGITCODE_PORT": "{port}",
+    "DIGITCODE_MODEL_DIR": str(MODEL_DIR),
+    "DIGITCODE_MAX_BATCH": "10000",
+    "DIGITCODE_WORKERS": "1",
+    # Stopped between workloads: no 5 s drain each time (nothing measured depends on it).
+    "DIGITCODE_DRAIN_SECONDS": "0",
+}
 # Every server gets one BLAS thread (benchmarks.servers.server_environment), as the service sets
 # for itself, so that unpinned runs (--no-pin) do not handicap the baselines with threads
 # fighting for 2 cores.
@@ -111,21 +157,12 @@ SERVERS = (
         python_argv(*UVICORN, "--log-level", "warning", "benchmarks.apps:typed_app"),
         {"DIGITCODE_MODEL_DIR": str(MODEL_DIR)},
     ),
+    ServerSpec(SERVICE, python_argv("-m", "service"), _SERVICE_ENV),
+    # For information: the same without its access log (the baselines log no line per request).
     ServerSpec(
-        SERVICE,
+        SERVICE_NOLOG,
         python_argv("-m", "service"),
-        {
-            "DIGITCODE_HOST": "127.0.0.1",
-            "DIGITCODE_PORT": "{port}",
-            "DIGITCODE_MODEL_DIR": str(MODEL_DIR),
-            "DIGITCODE_MAX_BATCH": "10000",
-            # The targets are per worker: the service would otherwise start one per CPU.
-            "DIGITCODE_WORKERS": "1",
-            # The baselines run at --log-level warning too: no access log line per request.
-            "DIGITCODE_LOG_LEVEL": "warning",
-            # Stopped between workloads: no 5 s drain each time (nothing measured depends on it).
-            "DIGITCODE_DRAIN_SECONDS": "0",
-        },
+        {**_SERVICE_ENV, "DIGITCODE_LOG_LEVEL": "warning"},
     ),
 )
 
@@ -151,6 +188,9 @@ class Workload:
         wrk connections.
     servers : tuple of str
         Servers that run this workload.
+    shared : bool
+        Run with server and wrk sharing the CPUs (no pinning), after the pinned workloads; only
+        when the others are pinned.
     """
 
     key: str
@@ -160,6 +200,7 @@ class Workload:
     vectors: int
     connections: int
     servers: tuple[str, ...]
+    shared: bool = False
 
     @property
     def npy(self) -> bool:
@@ -174,8 +215,20 @@ def workloads(batch: int, npy_batch: int, connections: int) -> list[Workload]:
     ``error``, JSON).
     """
     both = (BASELINE, TYPED, SERVICE)
+    single = (NOOP, SERVICE, SERVICE_NOLOG)
     return [
-        Workload("encode-1", "/encode", "single.json", JSON_TYPE, 1, connections, (NOOP, *both)),
+        Workload(
+            "encode-1",
+            "/encode",
+            "single.json",
+            JSON_TYPE,
+            1,
+            connections,
+            (*single, BASELINE, TYPED),
+        ),
+        Workload(
+            "encode-1-shared", "/encode", "single.json", JSON_TYPE, 1, connections, single, True
+        ),
         Workload(f"encode-{batch}", "/encode", "batch.json", JSON_TYPE, batch, 4, both),
         Workload(f"reconstruct-{batch}", "/reconstruct", "batch.json", JSON_TYPE, batch, 4, both),
         Workload(
@@ -287,6 +340,7 @@ class Bench:
         self.server_cpus: str | None = "0" if pin else None
         self.wrk_cpus: str | None = "1" if pin else None
         self.runs: list[Measurement] = []  # every round's runs
+        self.curve_points: list[CurvePoint] = []
         self.figures: dict[str, list[ServerFigures]] = {}  # every round's figures per server
         self.problems: list[str] = []
         self.baseline_answers: dict[str, Answers] = {}
@@ -332,7 +386,7 @@ class Bench:
                 )
             if name == SERVICE:
                 self.native_answers[f"JSON {label}"] = answers
-        if name != SERVICE:
+        if name != SERVICE:  # the no-log service runs the JSON single-vector workloads only
             return set()
         return self._check_npy(client) | self._check_oip(client)
 
@@ -410,7 +464,7 @@ class Bench:
             self.scripts[workload.key],
             duration_s=duration_s,
             connections=workload.connections,
-            cpus=self.wrk_cpus,
+            cpus=None if workload.shared else self.wrk_cpus,
         )
 
     def time_workload(self, server: RunningServer, workload: Workload) -> Measurement:
@@ -436,6 +490,56 @@ class Bench:
         )
         return run
 
+    # --- cost curves ---------------------------------------------------------------------
+
+    def _sweep_run(
+        self, server: RunningServer, url: str, script: Path, connections: int
+    ) -> WrkResult:
+        duration = self.args.curve_duration
+        for seconds in (max(1.0, duration / 3), duration):  # a warm-up, then the timed run
+            command = wrk_command(
+                url, script, duration_s=seconds, connections=connections, cpus=self.wrk_cpus
+            )
+            result = run_wrk(command)
+        print(
+            f"bench: curve {server.spec.name} {url.removeprefix(server.base_url)} {script.name} "
+            f"c={connections}: {result.requests_per_s:,.1f} req/s, "
+            f"p99 {result.latency_p99_us / 1000:.2f} ms",
+            flush=True,
+        )
+        if not result.valid:
+            self.problems.append(
+                f"curve {server.spec.name} {script.name} c={connections}: {result}"
+            )
+        return result
+
+    def curves(self, workdir: Path) -> None:
+        """The cost curves (:mod:`benchmarks.curves`): rows per request, then connections."""
+        scripts = write_row_bodies(workdir, self.rows)
+        single = self.scripts["encode-1"]
+        for spec in (s for s in SERVERS if s.name in (NOOP, SERVICE)):
+            with start_server(spec, cwd=ROOT, cpus=self.server_cpus) as server:
+                with httpx.Client(base_url=server.base_url, timeout=60.0) as client:
+                    self.check_answers_of(spec.name, client)
+                    if spec.name == SERVICE:
+                        check_curve_answers(
+                            client, self.rows, lambda X: reference_answers(self.model, X)
+                        )
+                for c in CONNECTIONS:
+                    result = self._sweep_run(server, server.base_url + "/encode", single, c)
+                    self.curve_points.append(
+                        CurvePoint("connections", spec.name, "/encode", "JSON", 1, c, result)
+                    )
+                if spec.name != SERVICE:
+                    continue
+                for (path, body_format, n), (script, _) in scripts.items():
+                    result = self._sweep_run(
+                        server, server.base_url + path, script, ROW_CONNECTIONS
+                    )
+                    self.curve_points.append(
+                        CurvePoint("rows", SERVICE, path, body_format, n, ROW_CONNECTIONS, result)
+                    )
+
     def bench_server(self, spec: ServerSpec) -> None:
         """Start one server, check its answers, time its workloads, read its memory, stop it."""
         print(f"bench: starting {spec.name}: {' '.join(spec.argv)}", flush=True)
@@ -445,8 +549,14 @@ class Bench:
             print(f"bench: {spec.name} ready in {server.startup_s:.3f} s", flush=True)
             skip = self.check_server(server)
             print(f"bench: {spec.name} answers checked", flush=True)
-            for workload in self.workloads:
-                if spec.name in workload.servers and workload.key not in skip:
+            mine = [w for w in self.workloads if spec.name in w.servers and w.key not in skip]
+            for workload in mine:
+                if not workload.shared:
+                    self.runs.append(self.time_workload(server, workload))
+            shared = [w for w in mine if w.shared]
+            if shared and self.server_cpus is not None:
+                unpin(server.process.pid)
+                for workload in shared:
                     self.runs.append(self.time_workload(server, workload))
             memory = server.memory_mb()
             figures.rss_mb, figures.peak_rss_mb = memory["rss_mb"], memory["peak_rss_mb"]
@@ -466,6 +576,8 @@ def _meta(args: argparse.Namespace, bench: Bench, load_at_start: float) -> dict[
     )
     return {
         "git": commit.stdout.strip(),
+        "date": datetime.now(UTC).strftime("%Y-%m-%d"),
+        "cpu": _cpu_model(),
         "load_average_at_start": load_at_start,
         "python": platform.python_version(),
         "machine": platform.machine(),
@@ -500,12 +612,32 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--connections", type=int, default=8, help="single-vector connections")
     parser.add_argument("--no-pin", action="store_true", help="do not pin server and wrk")
     parser.add_argument("--strict", action="store_true", help="exit 1 if a target is not met")
+    parser.add_argument(
+        "--curve-duration", type=float, default=3.0, help="seconds per cost-curve point"
+    )
+    parser.add_argument("--no-curves", action="store_true", help="skip the cost curves")
+    parser.add_argument(
+        "--publish",
+        action="store_true",
+        help=f"write the JSON and pictures to {PUBLISHED} and the tables into README.md",
+    )
     args = parser.parse_args(argv)
     if args.batch > args.npy_batch:
         parser.error("--batch must not exceed --npy-batch")
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
     return args
+
+
+def _cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (empty where unreadable)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
+            if line.startswith("model name"):
+                return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return ""
 
 
 def _load_average() -> float:
@@ -539,6 +671,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"bench: round {round_number} of {args.rounds}", flush=True)
                 for spec in SERVERS:
                     bench.bench_server(spec)
+            if not args.no_curves:
+                print("bench: cost curves", flush=True)
+                bench.curves(Path(tmp))
         except (AnswerMismatchError, ServerError, WrkError) as exc:
             bench.problems.append(f"aborted: {exc}")
             print(f"bench: ABORTED: {exc}", file=sys.stderr, flush=True)
@@ -549,9 +684,18 @@ def main(argv: list[str] | None = None) -> int:
         print(format_report(runs, servers, targets))
         meta = _meta(args, bench, load)
         report = report_dict(meta, runs, servers, targets, bench.problems)
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    print(f"\nbench: wrote {args.json}")
+        report["curves"] = [point.as_dict() for point in bench.curve_points]
+    out = PUBLISHED if args.publish else args.json.parent
+    path = PUBLISHED / "bench.json" if args.publish else args.json
+    out.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    print(f"\nbench: wrote {path}")
+    if report["curves"]:
+        for picture in plot_curves(report["curves"], out, picture_title(report)):
+            print(f"bench: drew {picture}")
+    if args.publish:
+        update_readme(README, report)
+        print(f"bench: rewrote the tables in {README}")
     for problem in bench.problems:
         print(f"bench: PROBLEM: {problem}", file=sys.stderr)
     if bench.problems:

@@ -32,6 +32,7 @@ __all__ = [
     "memory_mb",
     "server_environment",
     "start_server",
+    "unpin",
 ]
 
 HOST = "127.0.0.1"
@@ -194,6 +195,13 @@ def start_server(
         _stop(process)
         log.close()
         os.unlink(log.name)
+
+
+def unpin(pid: int) -> None:
+    """Let every thread of process ``pid`` run on every CPU again (after ``taskset``)."""
+    everywhere = set(range(os.cpu_count() or 1))
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        os.sched_setaffinity(int(task.name), everywhere)
 
 
 def python_argv(*args: str) -> list[str]:
