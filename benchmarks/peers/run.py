@@ -343,17 +343,23 @@ def _load_average() -> float:
         return 0.0
 
 
-def _meta(args: argparse.Namespace, bench: PeersBench, servers: list[PeerServer]) -> dict[str, Any]:
-    commit = subprocess.run(
+def _commit() -> str:
+    described = subprocess.run(
         ["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True, text=True
     )
+    return described.stdout.strip()
+
+
+def _meta(
+    args: argparse.Namespace, bench: PeersBench, servers: list[PeerServer], commit: str
+) -> dict[str, Any]:
     wrk = subprocess.run(["wrk", "-v"], capture_output=True, text=True, check=False)
     versions = {s.spec.name: s.versions.get(s.spec.name, "") for s in servers}
-    versions[SERVICE] = commit.stdout.strip()
+    versions[SERVICE] = commit
     packages = {"scikit-learn": metadata.version("scikit-learn"), "numpy": np.__version__}
     return {
         "date": datetime.now(UTC).strftime("%Y-%m-%d"),
-        "git": commit.stdout.strip(),
+        "git": commit,
         "cpus": os.cpu_count(),
         "cpu_model": _cpu_model(),
         "python": platform.python_version(),
@@ -433,6 +439,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench-peers: rewrote the peers block of {args.readme} from {args.json}")
         return 0
     started = time.monotonic()
+    commit = _commit()  # what is measured: the tree as the run starts
     ensure_wrk()
     model = SklearnModel.from_dir(MODEL_DIR)
     with tempfile.TemporaryDirectory(prefix="digitcode-peers-") as tmp:
@@ -455,7 +462,7 @@ def main(argv: list[str] | None = None) -> int:
                     except WrkError as exc:
                         bench.problems.append(f"{server.spec.name}: {exc}")
         runs = median_runs(bench.runs)
-        meta = _meta(args, bench, servers)
+        meta = _meta(args, bench, servers, commit)
         meta["load_average_at_start"] = load
         meta["elapsed_s"] = round(time.monotonic() - started, 1)
         report = report_dict(meta, runs, bench.figures, [w.key for w in WORKLOADS], bench.problems)
