@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -195,14 +196,17 @@ def markdown(report: dict[str, Any]) -> str:
         if meta.get("server_cpus") is not None
         else "no CPU pinning"
     )
-    lines = [
+    intro = (
         f"Measured {meta['date']} on commit {meta['git']}, on {meta['cpus']} × "
         f"{meta['cpu_model']} ({pinning}, one wrk thread); {meta['rounds']} rounds of "
         f"{meta['duration_s']:g} s after {meta['warmup_s']:g} s of warm-up, each figure the "
         "median round (`spread`: the range of the rounds). Python "
         f"{meta['python']}; {packages}. Generated from `docs/performance/peers.json` by "
         "`python -m benchmarks.peers --no-run --json docs/performance/peers.json "
-        "--readme README.md`.",
+        "--readme README.md`."
+    )
+    lines = [
+        textwrap.fill(intro, width=100, break_long_words=False, break_on_hyphens=False),
         "",
         *_runs_table(report),
         "",
