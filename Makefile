@@ -125,7 +125,7 @@ bench: install-dev
 # The same workloads against MLflow `models serve`, a BentoML service and a LitServe API serving
 # the same scikit-learn autoencoder, each installed into its own pinned venv under build/peers/
 # (from PyPI; reused while benchmarks/peers/requirements-*.txt are unchanged), one worker each,
-# answers checked against scikit-learn before timing; about 15 minutes with the installs. Writes
+# answers checked against scikit-learn before timing; about 12 minutes with the installs. Writes
 # docs/performance/peers.json. Not part of `make test` nor CI.
 # PEERS_ARGS passes options, e.g. make bench-peers PEERS_ARGS="--rounds 1 --readme README.md".
 bench-peers: install-dev
