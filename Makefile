@@ -18,7 +18,7 @@ LOCKFILE := $(VENV)/.lock
 LOCK := $(if $(shell command -v flock),flock $(LOCKFILE),$(PYTHON) -c 'import fcntl, subprocess, sys; f = open(sys.argv[1], "a"); fcntl.flock(f, fcntl.LOCK_EX); sys.exit(subprocess.call(sys.argv[2:]))' $(LOCKFILE))
 
 .PHONY: serve test lint typecheck pytest train evaluate soak docker-test prometheus-test \
-	browser-test bench lock \
+	browser-test bench bench-peers lock \
 	audit clean \
 	venv install-runtime install-dev locked-venv locked-runtime locked-dev
 
@@ -122,6 +122,15 @@ browser-test: install-dev
 # BENCH_ARGS passes options, e.g. make bench BENCH_ARGS="--duration 5 --strict".
 bench: install-dev
 	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
+
+# The same workloads against MLflow `models serve`, a BentoML service and a LitServe API serving
+# the same scikit-learn autoencoder, each installed into its own pinned venv under build/peers/
+# (from PyPI; reused while benchmarks/peers/requirements-*.txt are unchanged), one worker each,
+# answers checked against scikit-learn before timing; about 12 minutes with the installs. Writes
+# docs/performance/peers.json. Not part of `make test` nor CI.
+# PEERS_ARGS passes options, e.g. make bench-peers PEERS_ARGS="--rounds 1 --readme README.md".
+bench-peers: install-dev
+	$(BIN)/python -m benchmarks.peers $(PEERS_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
