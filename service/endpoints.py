@@ -140,6 +140,9 @@ class InferenceEndpoints:
                 admission.release(reserved)
 
 
+_SERVER_TIMING = b"parse;dur=%.3f, model;dur=%.3f, serialize;dur=%.3f"
+
+
 def server_timing(received: float, inference: Inference, answered: float) -> bytes:
     """The ``Server-Timing`` header of one answer: milliseconds spent in each stage.
 
@@ -147,10 +150,11 @@ def server_timing(received: float, inference: Inference, answered: float) -> byt
     numbers); ``model``: the forward pass and the scores; ``serialize``: writing the answer's
     bytes. Reading the body, queueing and sending are not included.
     """
-    parse = (inference.started - received) * 1000
-    model = (inference.finished - inference.started) * 1000
-    serialize = (answered - inference.finished) * 1000
-    return f"parse;dur={parse:.3f}, model;dur={model:.3f}, serialize;dur={serialize:.3f}".encode()
+    return _SERVER_TIMING % (
+        (inference.started - received) * 1000,
+        (inference.finished - inference.started) * 1000,
+        (answered - inference.finished) * 1000,
+    )
 
 
 class _Growth:
