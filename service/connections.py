@@ -32,6 +32,7 @@ from typing import Any
 import httptools
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
+from service.arrivals import ARRIVALS
 from service.errors import RequestError, error_style
 from service.observability import record_refusal
 
@@ -148,6 +149,10 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             self.loop.call_later(_SHUTDOWN_GRACE_S, self._shut_down)
         else:
             HttpToolsProtocol.shutdown(self)
+
+    def _start_asgi_task(self, cycle: Any, app: Any) -> None:
+        ARRIVALS.queued += 1
+        HttpToolsProtocol._start_asgi_task(self, cycle, app)
 
     # Hot path: plain base-class calls (no super() object), and no override of the callbacks
     # that need none (a request pipelined behind another in one read gets its header clock

@@ -10,6 +10,7 @@ MLServer's ``handlers/dataplane.py``.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ from time import perf_counter
 import numpy as np
 from numpy.typing import NDArray
 
+from service.arrivals import ARRIVALS
 from service.artifact import ArtifactError
 from service.errors import RequestError
 from service.observability import observe_scores, set_model_info
@@ -35,6 +37,8 @@ __all__ = ["DataPlane", "Inference"]
 logger = logging.getLogger("digitcode")
 
 Array = NDArray[np.float64]  # float32 or float64 as sent, typed as in service.model
+
+BATCH_ROWS = 64  # requests of at most this many rows may share a forward pass
 
 
 @dataclass(slots=True)  # one per request: not frozen, whose __init__ costs more
@@ -72,6 +76,7 @@ class DataPlane:
         self.max_batch = max_batch
         self.outlier_quantile = outlier_quantile
         self.repository: Repository | None = None
+        self._waiting: list[_Waiting] = []
 
     # -- the repository --------------------------------------------------------------------
 
@@ -153,7 +158,7 @@ class DataPlane:
 
     # -- inference -------------------------------------------------------------------------
 
-    def infer(
+    async def infer(
         self,
         served: ServedModel,
         signature: Signature,
@@ -162,6 +167,11 @@ class DataPlane:
         loc: list[str | int],
     ) -> Inference:
         """Check ``X`` (as sent) and compute the outputs in ``wanted``.
+
+        While other requests are being served, requests of at most :data:`BATCH_ROWS` rows
+        that reach this point in the same turn of the event loop are computed together: one
+        forward pass for all (each request's rows checked on their own first, so an error
+        stays its own). Alone, a request is computed at once.
 
         Parameters
         ----------
@@ -189,11 +199,78 @@ class DataPlane:
         if len(X) > self.max_batch:
             raise too_many_rows(len(X), self.max_batch, loc)
         check_values(X, signature.input, loc)
-        started = perf_counter()
-        computed = signature.compute(served.model, X, wanted)
-        errors = computed.get("error")
-        if errors is not None:  # every reconstruction is scored, whatever was asked for
-            observe_scores(served, errors, computed["is_outlier"])
-        if len(computed) != len(wanted):  # computed more than asked for (a by-product)
-            computed = {k: computed[k] for k in wanted}
-        return Inference(served, computed, len(X), started, perf_counter())
+        if len(X) > BATCH_ROWS or not (ARRIVALS.queued or self._waiting):
+            return _compute(served, signature, X, wanted)
+        # Other requests arrived in the same turn of the event loop: the ones that reach this
+        # point share one forward pass (Triton's dynamic batching, without its timer), computed
+        # when the last of them arrives (or, should it not, in the next turn).
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Inference] = loop.create_future()
+        if not self._waiting:
+            loop.call_soon(self._compute_waiting)
+        self._waiting.append(_Waiting(served, signature, X, wanted, future))
+        if not ARRIVALS.queued:
+            self._compute_waiting()
+        return await future
+
+    def _compute_waiting(self) -> None:
+        """Compute every waiting inference, one forward pass per kind (model, outputs, dtype)."""
+        waiting, self._waiting = self._waiting, []
+        kinds: dict[tuple[int, str, frozenset[str], str], list[_Waiting]] = {}
+        for w in waiting:
+            key = (id(w.served), w.signature.suffix, w.wanted, w.X.dtype.str)
+            kinds.setdefault(key, []).append(w)
+        for group in kinds.values():
+            first = group[0]
+            try:
+                if len(group) == 1:
+                    results = [_compute(first.served, first.signature, first.X, first.wanted)]
+                else:
+                    X = np.concatenate([w.X for w in group])
+                    whole = _compute(first.served, first.signature, X, first.wanted)
+                    results = _split(whole, [len(w.X) for w in group])
+            except Exception as exc:  # each request answers it as its own
+                for w in group:
+                    if not w.future.done():
+                        w.future.set_exception(exc)
+                continue
+            for w, result in zip(group, results, strict=True):
+                if not w.future.done():  # not cancelled meanwhile
+                    w.future.set_result(result)
+
+
+@dataclass(slots=True)
+class _Waiting:
+    """One checked inference waiting for the batch of its event-loop turn."""
+
+    served: ServedModel
+    signature: Signature
+    X: Array
+    wanted: frozenset[str]
+    future: asyncio.Future[Inference]
+
+
+def _compute(
+    served: ServedModel, signature: Signature, X: Array, wanted: frozenset[str]
+) -> Inference:
+    """The outputs ``wanted`` of checked rows ``X``; every reconstruction error is scored."""
+    started = perf_counter()
+    computed = signature.compute(served.model, X, wanted)
+    errors = computed.get("error")
+    if errors is not None:  # every reconstruction is scored, whatever was asked for
+        observe_scores(served, errors, computed["is_outlier"])
+    if len(computed) != len(wanted):  # computed more than asked for (a by-product)
+        computed = {k: computed[k] for k in wanted}
+    return Inference(served, computed, len(X), started, perf_counter())
+
+
+def _split(whole: Inference, rows: list[int]) -> list[Inference]:
+    """``whole``'s outputs cut back into the requests' rows (views, C-contiguous)."""
+    parts = []
+    start = 0
+    for n in rows:
+        end = start + n
+        outputs = {name: value[start:end] for name, value in whole.outputs.items()}
+        parts.append(Inference(whole.served, outputs, n, whole.started, whole.finished))
+        start = end
+    return parts

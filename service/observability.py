@@ -32,6 +32,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.accesslog import ACCESS_LOG, ACCESS_LOGGER
+from service.arrivals import ARRIVALS
 from service.operations import endpoint_label
 
 if TYPE_CHECKING:
@@ -324,6 +325,7 @@ class ObservabilityMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        ARRIVALS.entered()
         started = time.perf_counter()
         request_id = ""
         body_bytes = 0

@@ -85,7 +85,7 @@ async def serve(
         loc = ["body"]
         npy_dtype = None if JSON_TYPE in accept and NPY_TYPE not in accept else dtype
     wanted = operation.wanted.union(o for _, o in optional) if optional else operation.wanted
-    inference = dataplane.infer(served, operation.signature, X, wanted, loc)
+    inference = await dataplane.infer(served, operation.signature, X, wanted, loc)
     outputs = inference.outputs
     model = served.model
     threshold = model.threshold if "is_outlier" in wanted else None

@@ -285,7 +285,7 @@ async def serve(
                 raise _bad(
                     f"model {model_name!r} has no output {name!r} (outputs: {names})", "outputs"
                 )
-    inference = dataplane.infer(
+    inference = await dataplane.infer(
         served, signature, X, frozenset(name for name, _ in asked), ["inputs", signature.input.key]
     )
     float_type = request.inputs[0].datatype
