@@ -58,6 +58,8 @@ class AccessLog:
         self._write_lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._millis = -1
+        self._second = -1
+        self._prefix = ""
         self._stamp = ""
         self._quoted: dict[tuple[str, str], str] = {}
         self._requests: dict[tuple[str, str], tuple[str, str]] = {}
@@ -66,22 +68,27 @@ class AccessLog:
         """Write to ``fd`` in format ``fmt`` from now on (lines waiting are written first)."""
         self.flush()
         self.fd, self.json = fd, fmt == "json"
-        self._millis = -1
+        self._millis = self._second = -1
 
     # --- the event loop's side ---------------------------------------------------------
 
     def _time(self, now: float) -> str:
-        """``now`` as the formatter writes it (computed once a millisecond, lines come faster)."""
+        """``now`` as the formatter writes it (the date and time to the second are formatted
+        once a second, the whole stamp once a millisecond: lines come faster)."""
         millis = int(now * 1000)
         if millis == self._millis:
             return self._stamp
         second, fraction = divmod(millis, 1000)
+        if second != self._second:
+            self._second = second
+            if self.json:
+                self._prefix = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+            else:  # logging.Formatter's default asctime: local time, then ",mmm"
+                self._prefix = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second))
         if self.json:
-            prefix = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
-            stamp = f"{prefix}.{fraction:03d}+00:00"
-        else:  # logging.Formatter's default asctime: local time, then ",mmm"
-            prefix = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second))
-            stamp = f"{prefix},{fraction:03d}"
+            stamp = f"{self._prefix}.{fraction:03d}+00:00"
+        else:
+            stamp = f"{self._prefix},{fraction:03d}"
         self._millis, self._stamp = millis, stamp
         return stamp
 

@@ -28,6 +28,7 @@ from service.operations import (
     SIGNATURES,
     Signature,
     check_values,
+    in_range,
     too_many_rows,
 )
 from service.repository import Repository, ServedModel, load_repository, version_order
@@ -198,8 +199,8 @@ class DataPlane:
         """
         if len(X) > self.max_batch:
             raise too_many_rows(len(X), self.max_batch, loc)
-        check_values(X, signature.input, loc)
         if len(X) > BATCH_ROWS or not (ARRIVALS.queued or self._waiting):
+            check_values(X, signature.input, loc)
             return _compute(served, signature, X, wanted)
         # Other requests arrived in the same turn of the event loop: the ones that reach this
         # point share one forward pass (Triton's dynamic batching, without its timer), computed
@@ -208,7 +209,7 @@ class DataPlane:
         future: asyncio.Future[Inference] = loop.create_future()
         if not self._waiting:
             loop.call_soon(self._compute_waiting)
-        self._waiting.append(_Waiting(served, signature, X, wanted, future))
+        self._waiting.append(_Waiting(served, signature, X, wanted, loc, future))
         if not ARRIVALS.queued:
             self._compute_waiting()
         return await future
@@ -220,13 +221,15 @@ class DataPlane:
         for w in waiting:
             key = (id(w.served), w.signature.suffix, w.wanted, w.X.dtype.str)
             kinds.setdefault(key, []).append(w)
-        for group in kinds.values():
+        for kind in kinds.values():
+            X, group = _checked(kind)
+            if not group:
+                continue
             first = group[0]
             try:
                 if len(group) == 1:
-                    results = [_compute(first.served, first.signature, first.X, first.wanted)]
+                    results = [_compute(first.served, first.signature, X, first.wanted)]
                 else:
-                    X = np.concatenate([w.X for w in group])
                     whole = _compute(first.served, first.signature, X, first.wanted)
                     results = _split(whole, [len(w.X) for w in group])
             except Exception as exc:  # each request answers it as its own
@@ -241,13 +244,37 @@ class DataPlane:
 
 @dataclass(slots=True)
 class _Waiting:
-    """One checked inference waiting for the batch of its event-loop turn."""
+    """One inference waiting for the batch of its event-loop turn (its values are checked
+    with the batch's)."""
 
     served: ServedModel
     signature: Signature
     X: Array
     wanted: frozenset[str]
+    loc: list[str | int]
     future: asyncio.Future[Inference]
+
+
+def _checked(kind: list[_Waiting]) -> tuple[Array, list[_Waiting]]:
+    """The stacked rows of a batch's valid requests, and those requests; each other one gets
+    its own 422. All valid (the usual case) costs one range check for the whole batch."""
+    spec = kind[0].signature.input
+    if len(kind) > 1:
+        X = np.concatenate([w.X for w in kind])
+        if in_range(X, spec):
+            return X, kind
+    valid = []
+    for w in kind:
+        try:
+            check_values(w.X, spec, w.loc)
+        except RequestError as exc:
+            if not w.future.done():
+                w.future.set_exception(exc)
+            continue
+        valid.append(w)
+    if len(valid) < 2:
+        return (valid[0].X if valid else np.empty((0, spec.width))), valid
+    return np.concatenate([w.X for w in valid]), valid
 
 
 def _compute(

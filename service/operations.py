@@ -67,6 +67,7 @@ __all__ = [
     "Signature",
     "check_values",
     "endpoint_label",
+    "in_range",
     "too_many_rows",
 ]
 
@@ -112,13 +113,18 @@ def too_many_rows(n: int, max_rows: int, loc: list[str | int]) -> RequestError:
     )
 
 
+def in_range(X: Array, spec: MatrixSpec) -> bool:
+    """Whether every value of ``X`` is finite and within ``spec``'s range (False for NaN)."""
+    return bool(X.min() >= spec.lo and X.max() <= spec.hi)
+
+
 def check_values(X: Array, spec: MatrixSpec, loc: list[str | int]) -> None:
     """Raise 422 naming the first value of ``X`` (as sent) that is not finite in [lo, hi].
 
     ``loc`` locates the matrix in the request; the row and column are appended to it (and kept
     out of the message, so a client that renumbers rows of a split batch changes only ``loc``).
     """
-    if X.min() >= spec.lo and X.max() <= spec.hi:  # False for NaN too
+    if in_range(X, spec):
         return
     bad = ~((spec.lo <= X) & (spec.hi >= X))
     row, col = (int(i) for i in np.argwhere(bad)[0])

@@ -111,6 +111,16 @@ def test_an_invalid_request_fails_alone(dataplane, calls):
     assert calls == [2]
 
 
+def test_every_invalid_request_of_a_turn_gets_its_own_error(dataplane, calls):
+    first, second = _rows(1, 8), _rows(3, 9)
+    first[0, 0] = np.nan
+    second[2, 63] = -1.0
+    results = _same_turn(dataplane, _arrive(dataplane, first), _arrive(dataplane, second))
+    locs = [cast(Any, r).detail[0]["loc"] for r in results]
+    assert locs == [["body", 0, 0], ["body", 2, 63]]
+    assert calls == []
+
+
 def test_different_outputs_and_float_types_are_not_mixed(dataplane, calls, default_model):
     X = _rows(2, 4)
     results = _same_turn(
