@@ -569,13 +569,20 @@ def _version(name: str) -> str:
         return "not installed"
 
 
-def _meta(args: argparse.Namespace, bench: Bench, load_at_start: float) -> dict[str, Any]:
-    wrk = subprocess.run(["wrk", "-v"], capture_output=True, text=True, check=False)
-    commit = subprocess.run(
+def _commit() -> str:
+    """The commit measured (``-dirty`` with uncommitted changes), read when the run starts."""
+    described = subprocess.run(
         ["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True, text=True
     )
+    return described.stdout.strip()
+
+
+def _meta(
+    args: argparse.Namespace, bench: Bench, load_at_start: float, commit: str
+) -> dict[str, Any]:
+    wrk = subprocess.run(["wrk", "-v"], capture_output=True, text=True, check=False)
     return {
-        "git": commit.stdout.strip(),
+        "git": commit,
         "date": datetime.now(UTC).strftime("%Y-%m-%d"),
         "cpu": _cpu_model(),
         "load_average_at_start": load_at_start,
@@ -650,6 +657,7 @@ def _load_average() -> float:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    commit = _commit()
     ensure_wrk()
     load = _load_average()
     if load > 0.5:
@@ -682,7 +690,7 @@ def main(argv: list[str] | None = None) -> int:
         targets = evaluate_targets(runs, servers)
         print()
         print(format_report(runs, servers, targets))
-        meta = _meta(args, bench, load)
+        meta = _meta(args, bench, load, commit)
         report = report_dict(meta, runs, servers, targets, bench.problems)
         report["curves"] = [point.as_dict() for point in bench.curve_points]
     out = PUBLISHED if args.publish else args.json.parent
