@@ -40,6 +40,9 @@ logger = logging.getLogger("digitcode")
 Array = NDArray[np.float64]  # float32 or float64 as sent, typed as in service.model
 
 BATCH_ROWS = 64  # requests of at most this many rows may share a forward pass
+# Requests in one batch at most: with 32 connections, unbounded batches raised requests/s by
+# 10 % more than batches of 8 but tripled the p99 latency (17 ms -> 55-73 ms).
+BATCH_REQUESTS = 8
 
 
 @dataclass(slots=True)  # one per request: not frozen, whose __init__ costs more
@@ -204,13 +207,14 @@ class DataPlane:
             return _compute(served, signature, X, wanted)
         # Other requests arrived in the same turn of the event loop: the ones that reach this
         # point share one forward pass (Triton's dynamic batching, without its timer), computed
-        # when the last of them arrives (or, should it not, in the next turn).
+        # when the last of them arrives, or the batch is full (or, should neither happen, in
+        # the next turn).
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Inference] = loop.create_future()
         if not self._waiting:
             loop.call_soon(self._compute_waiting)
         self._waiting.append(_Waiting(served, signature, X, wanted, loc, future))
-        if not ARRIVALS.queued:
+        if not ARRIVALS.queued or len(self._waiting) >= BATCH_REQUESTS:
             self._compute_waiting()
         return await future
 

@@ -14,7 +14,7 @@ from uvicorn.server import ServerState
 from service.app import create_app
 from service.arrivals import ARRIVALS
 from service.connections import GuardedHttpProtocol
-from service.dataplane import BATCH_ROWS, DataPlane
+from service.dataplane import BATCH_REQUESTS, BATCH_ROWS, DataPlane
 from service.errors import RequestError
 from service.model import Autoencoder
 from service.operations import NATIVE
@@ -95,6 +95,13 @@ def test_requests_of_the_same_turn_share_one_forward_pass(dataplane, calls, defa
         latent = inference.outputs["latent"]
         assert latent.flags.c_contiguous
         np.testing.assert_allclose(latent, default_model.encode(X), rtol=1e-5, atol=1e-6)
+
+
+def test_a_full_batch_is_computed_without_waiting_for_the_rest(dataplane, calls):
+    count = BATCH_REQUESTS + 3
+    results = _same_turn(dataplane, *(_arrive(dataplane, _rows(1, s)) for s in range(count)))
+    assert calls == [BATCH_REQUESTS, 3]
+    assert [r.rows for r in results] == [1] * count
 
 
 def test_an_invalid_request_fails_alone(dataplane, calls):
