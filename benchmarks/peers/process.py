@@ -21,7 +21,13 @@ from pathlib import Path
 
 import httpx
 
-from benchmarks.servers import HOST, ServerError, ServerSpec, free_port, server_environment
+from benchmarks.servers import (
+    RunningServer,
+    ServerError,
+    ServerSpec,
+    free_port,
+    server_environment,
+)
 
 __all__ = [
     "ProcessMemory",
@@ -125,24 +131,9 @@ def tree_memory(root: int) -> list[ProcessMemory]:
 
 
 @dataclass
-class RunningPeer:
-    """A started server: its top process, address and start-up time."""
-
-    spec: ServerSpec
-    process: subprocess.Popen[bytes]
-    port: int
-    startup_s: float
-    log_path: Path
-
-    @property
-    def base_url(self) -> str:
-        return f"http://{HOST}:{self.port}"
-
-    def log_tail(self, chars: int = 3000) -> str:
-        try:
-            return self.log_path.read_text(encoding="utf-8", errors="replace")[-chars:]
-        except OSError:
-            return ""
+class RunningPeer(RunningServer):
+    """A started server of several processes: :class:`RunningServer` whose memory is that of
+    every process in its session."""
 
     def memory(self) -> list[ProcessMemory]:
         """The memory of every process of the server (see :func:`tree_memory`).
