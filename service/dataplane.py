@@ -48,13 +48,16 @@ BATCH_REQUESTS = 8
 @dataclass(slots=True)  # one per request: not frozen, whose __init__ costs more
 class Inference:
     """The outcome of one inference: which model answered, the outputs asked for, and when the
-    model started and finished computing them (``time.perf_counter()``, for ``Server-Timing``)."""
+    model started and finished computing them (``time.perf_counter()``, for ``Server-Timing``;
+    for a batched request, those of its batch, and when it waited and went on)."""
 
     served: ServedModel
     outputs: dict[str, Array]
     rows: int
     started: float = 0.0
     finished: float = 0.0
+    queued: float = 0.0  # batched: when the request began to wait for its batch
+    resumed: float = 0.0  # batched: when the request went on with its answer
 
 
 class DataPlane:
@@ -213,37 +216,53 @@ class DataPlane:
         future: asyncio.Future[Inference] = loop.create_future()
         if not self._waiting:
             loop.call_soon(self._compute_waiting)
-        self._waiting.append(_Waiting(served, signature, X, wanted, loc, future))
+        self._waiting.append(_Waiting(served, signature, X, wanted, loc, future, perf_counter()))
         if not ARRIVALS.queued or len(self._waiting) >= BATCH_REQUESTS:
             self._compute_waiting()
-        return await future
+        inference = await future
+        inference.resumed = perf_counter()
+        return inference
 
     def _compute_waiting(self) -> None:
         """Compute every waiting inference, one forward pass per kind (model, outputs, dtype)."""
         waiting, self._waiting = self._waiting, []
-        kinds: dict[tuple[int, str, frozenset[str], str], list[_Waiting]] = {}
-        for w in waiting:
-            key = (id(w.served), w.signature.suffix, w.wanted, w.X.dtype.str)
-            kinds.setdefault(key, []).append(w)
-        for kind in kinds.values():
-            X, group = _checked(kind)
-            if not group:
-                continue
-            first = group[0]
-            try:
-                if len(group) == 1:
-                    results = [_compute(first.served, first.signature, X, first.wanted)]
-                else:
-                    whole = _compute(first.served, first.signature, X, first.wanted)
-                    results = _split(whole, [len(w.X) for w in group])
-            except Exception as exc:  # each request answers it as its own
-                for w in group:
-                    if not w.future.done():
-                        w.future.set_exception(exc)
-                continue
-            for w, result in zip(group, results, strict=True):
-                if not w.future.done():  # not cancelled meanwhile
-                    w.future.set_result(result)
+        try:
+            _compute_kinds(waiting)
+        except BaseException as exc:  # whatever failed, no request is left waiting for ever
+            error = exc if isinstance(exc, Exception) else RuntimeError("batch not computed")
+            for w in waiting:
+                if not w.future.done():
+                    w.future.set_exception(error)
+            if error is not exc:  # KeyboardInterrupt and the like go on up
+                raise
+
+
+def _compute_kinds(waiting: list[_Waiting]) -> None:
+    """Compute the waiting inferences, one forward pass per kind (model, outputs, dtype)."""
+    kinds: dict[tuple[int, str, frozenset[str], str], list[_Waiting]] = {}
+    for w in waiting:
+        key = (id(w.served), w.signature.suffix, w.wanted, w.X.dtype.str)
+        kinds.setdefault(key, []).append(w)
+    for kind in kinds.values():
+        X, group = _checked(kind)
+        if not group:
+            continue
+        first = group[0]
+        try:
+            if len(group) == 1:
+                results = [_compute(first.served, first.signature, X, first.wanted)]
+            else:
+                whole = _compute(first.served, first.signature, X, first.wanted)
+                results = _split(whole, [len(w.X) for w in group])
+        except Exception as exc:  # each request answers it as its own
+            for w in group:
+                if not w.future.done():
+                    w.future.set_exception(exc)
+            continue
+        for w, result in zip(group, results, strict=True):
+            if not w.future.done():  # not cancelled meanwhile
+                result.queued = w.queued
+                w.future.set_result(result)
 
 
 @dataclass(slots=True)
@@ -257,6 +276,7 @@ class _Waiting:
     wanted: frozenset[str]
     loc: list[str | int]
     future: asyncio.Future[Inference]
+    queued: float  # when it began to wait (perf_counter)
 
 
 def _checked(kind: list[_Waiting]) -> tuple[Array, list[_Waiting]]:

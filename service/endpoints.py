@@ -140,20 +140,24 @@ class InferenceEndpoints:
                 admission.release(reserved)
 
 
-_SERVER_TIMING = b"parse;dur=%.3f, model;dur=%.3f, serialize;dur=%.3f"
+_SERVER_TIMING = b"parse;dur=%.3f, queue;dur=%.3f, model;dur=%.3f, serialize;dur=%.3f"
 
 
 def server_timing(received: float, inference: Inference, answered: float) -> bytes:
     """The ``Server-Timing`` header of one answer: milliseconds spent in each stage.
 
-    ``parse``: from the whole body's arrival to the model's start (parsing and checking the
-    numbers); ``model``: the forward pass and the scores; ``serialize``: writing the answer's
-    bytes. Reading the body, queueing and sending are not included.
+    ``parse``: from the whole body's arrival until the rows were ready (parsing, and checking
+    the numbers when not batched); ``queue``: waiting for the requests of the same event-loop
+    turn to join its batch (0 when computed alone); ``model``: the forward pass and the scores
+    (of the whole batch, for a batched request); ``serialize``: from then, or from the batched
+    request going on, to the answer's bytes. Reading the body and sending are not included.
     """
+    queued = inference.queued or inference.started
     return _SERVER_TIMING % (
-        (inference.started - received) * 1000,
+        (queued - received) * 1000,
+        (inference.started - queued) * 1000,
         (inference.finished - inference.started) * 1000,
-        (answered - inference.finished) * 1000,
+        (answered - (inference.resumed or inference.finished)) * 1000,
     )
 
 

@@ -225,3 +225,22 @@ def test_requests_read_in_one_turn_are_batched_through_the_real_protocol(calls, 
         assert head.startswith(b"HTTP/1.1 200")
         latent = np.array(json.loads(body)["latent"])
         np.testing.assert_allclose(latent, default_model.encode(X), rtol=1e-5, atol=1e-6)
+
+
+def test_a_failure_outside_the_forward_pass_reaches_every_request(dataplane, monkeypatch):
+    import service.dataplane as module
+
+    def broken(kind):
+        raise MemoryError("no room to stack the batch")
+
+    monkeypatch.setattr(module, "_checked", broken)
+    results = _same_turn(dataplane, *(_arrive(dataplane, _rows(1, s)) for s in range(3)))
+    assert [type(r) for r in results] == [MemoryError] * 3
+
+
+def test_batched_requests_say_when_they_waited_and_went_on(dataplane):
+    results = _same_turn(dataplane, *(_arrive(dataplane, _rows(1, s)) for s in range(3)))
+    for r in results:
+        assert 0 < r.queued <= r.started <= r.finished <= r.resumed
+    alone = _same_turn(dataplane, _arrive(dataplane, _rows(1, 9)))[0]
+    assert (alone.queued, alone.resumed) == (0.0, 0.0)

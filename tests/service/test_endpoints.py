@@ -13,14 +13,17 @@ import service.protocols.native as native
 from service.model import Autoencoder
 
 ROW = [3.0] * 64
-TIMING = re.compile(r"parse;dur=([0-9.]+), model;dur=([0-9.]+), serialize;dur=([0-9.]+)")
+TIMING = re.compile(
+    r"parse;dur=([0-9.]+), queue;dur=([0-9.]+), model;dur=([0-9.]+), serialize;dur=([0-9.]+)"
+)
 
 
 def _stages(response) -> dict[str, float]:
     """The answer's Server-Timing durations in ms, by stage (fails when absent or malformed)."""
     match = TIMING.fullmatch(response.headers.get("server-timing", ""))
     assert match, f"no Server-Timing stages in {dict(response.headers)}"
-    return dict(zip(("parse", "model", "serialize"), map(float, match.groups()), strict=True))
+    stages = ("parse", "queue", "model", "serialize")
+    return dict(zip(stages, map(float, match.groups()), strict=True))
 
 
 def _npy(array: np.ndarray) -> bytes:
@@ -81,6 +84,7 @@ def test_stages_are_told_apart(client, monkeypatch):
     assert 80 <= stages["model"] < 1000
     assert 40 <= stages["parse"] < 80
     assert stages["serialize"] < 40
+    assert stages["queue"] == 0  # alone: computed at once
 
 
 def test_errors_have_no_stages(client):
