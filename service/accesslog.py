@@ -21,6 +21,7 @@ import errno
 import json.encoder
 import logging
 import os
+import select
 import threading
 import time
 from datetime import UTC, datetime
@@ -29,6 +30,7 @@ __all__ = ["ACCESS_LOG", "ACCESS_LOGGER", "WRITE_INTERVAL_S", "AccessLog"]
 
 ACCESS_LOGGER = "digitcode.access"
 WRITE_INTERVAL_S = 0.01
+_BLOCKED_S = 5.0  # how long a write waits for a full non-blocking stderr before giving up
 _PIPE_BUF = 4096  # a write of at most this many bytes to a pipe is never interleaved
 _KEPT = 256  # distinct (method, path) and (model, version) pairs whose JSON is kept
 _quote = json.encoder.encode_basestring_ascii  # what json.dumps writes for a str
@@ -51,8 +53,8 @@ class AccessLog:
         self.fd = fd
         self.json = fmt == "json"
         self.max_pending = max_pending
-        self.dropped = 0  # lines dropped since the last warning about it was written
-        self.dropped_total = 0
+        self.dropped_total = 0  # lines dropped (counted by the event loop's thread)
+        self._reported = 0  # of which a warning line said so (the writer's count)
         self._lines: list[str] = []
         self._wake = threading.Event()
         self._write_lock = threading.Lock()
@@ -161,12 +163,11 @@ class AccessLog:
         """Queue one line (without its newline); the writer thread writes it soon."""
         lines = self._lines
         if len(lines) >= self.max_pending:
-            self.dropped += 1
-            self.dropped_total += 1
+            self.dropped_total += 1  # only this thread counts; the writer reports the growth
             return
         lines.append(line)
         if not self._wake.is_set():
-            if self._thread is None:
+            if self._thread is None or not self._thread.is_alive():
                 self._start()
             self._wake.set()
 
@@ -188,20 +189,27 @@ class AccessLog:
         """Write every line queued so far (from any thread; the writer thread does it too)."""
         with self._write_lock:
             lines, self._lines = self._lines, []
-            if self.dropped:
-                lines.append(self._dropped_line())
-                self.dropped = 0
+            dropped = self.dropped_total - self._reported
+            if dropped:
+                lines.append(self._dropped_line(dropped))
+                self._reported += dropped
             if lines:
                 self._write_all(lines)
 
-    def _dropped_line(self) -> str:
-        message = f"{self.dropped} access log lines dropped: stderr was not read fast enough"
-        if not self.json:
-            return f"{self._time(time.time())} WARNING {ACCESS_LOGGER} {message}"
-        stamp = datetime.now(UTC).isoformat(timespec="milliseconds")
+    @property
+    def dropped(self) -> int:
+        """Lines dropped and not yet reported by a warning line."""
+        return self.dropped_total - self._reported
+
+    def _dropped_line(self, dropped: int) -> str:
+        message = f"{dropped} access log lines dropped: stderr was not read fast enough"
+        now = datetime.now(UTC)
+        if not self.json:  # the writer's own stamp: the formatting caches are the loop's
+            stamp = now.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+            return f"{stamp},{now.microsecond // 1000:03d} WARNING {ACCESS_LOGGER} {message}"
         return (
-            f'{{"time": "{stamp}", "level": "warning", "logger": "{ACCESS_LOGGER}", '
-            f'"message": "{message}", "dropped": {self.dropped}}}'
+            f'{{"time": "{now.isoformat(timespec="milliseconds")}", "level": "warning", '
+            f'"logger": "{ACCESS_LOGGER}", "message": "{message}", "dropped": {dropped}}}'
         )
 
     def _write_all(self, lines: list[str]) -> None:
@@ -225,6 +233,10 @@ class AccessLog:
                 view = view[os.write(self.fd, view) :]
             except InterruptedError:
                 continue
+            except BlockingIOError:  # a non-blocking stderr that is full: wait, keep the order
+                if not select.select([], [self.fd], [], _BLOCKED_S)[1]:
+                    self._reported -= view.tobytes().count(b"\n")  # reported as dropped next
+                    return
             except OSError as exc:  # stderr closed: nothing can be logged any more
                 if exc.errno not in (errno.EPIPE, errno.EBADF):
                     logging.getLogger("digitcode").warning("access log write failed: %s", exc)

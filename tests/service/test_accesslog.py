@@ -117,3 +117,37 @@ def test_writes_are_whole_lines_of_at_most_a_pipe_buffer(monkeypatch):
     assert len(writes) > 1
     assert all(len(w) <= 4096 and w.endswith(b"\n") for w in writes)
     assert b"".join(writes).decode().splitlines() == lines
+
+
+def test_a_full_non_blocking_stderr_loses_lines_whole_and_counts_them(monkeypatch):
+    import service.accesslog as module
+
+    monkeypatch.setattr(module, "_BLOCKED_S", 0.05)
+    read, write = os.pipe()
+    try:
+        os.set_blocking(write, False)
+        filler = b"x" * 65536
+        while True:  # fill the pipe
+            try:
+                os.write(write, filler)
+            except BlockingIOError:
+                break
+        log = AccessLog(fd=write)
+        log._lines.extend(["a" * 100] * 3)
+        log.flush()  # nothing can be written: given up after 50 ms
+        assert log.dropped == 3
+        os.set_blocking(read, False)
+        while True:  # the reader catches up
+            try:
+                os.read(read, 1 << 20)
+            except BlockingIOError:
+                break
+        log.write("b")
+        log.flush()
+        lines = _read_lines(read, 2)
+        assert lines[0] == "b"  # nothing of the lost lines was written: no broken line
+        warning = json.loads(lines[1])
+        assert warning["dropped"] == 3 and log.dropped == 0
+    finally:
+        os.close(read)
+        os.close(write)
