@@ -33,6 +33,7 @@ __all__ = [
     "server_environment",
     "start_server",
     "unpin",
+    "wait_ready",
 ]
 
 HOST = "127.0.0.1"
@@ -110,9 +111,17 @@ def memory_mb(pid: int) -> dict[str, float]:
     return values
 
 
-def _wait_ready(process: subprocess.Popen[bytes], url: str, timeout_s: float) -> None:
+def wait_ready(
+    process: subprocess.Popen[bytes],
+    url: str,
+    timeout_s: float,
+    *,
+    request_timeout_s: float = 1.0,
+    poll_s: float = _POLL_S,
+) -> None:
+    """Poll ``url`` until it answers 200; ``ServerError`` if ``process`` exits or time runs out."""
     deadline = time.perf_counter() + timeout_s
-    with httpx.Client(timeout=1.0) as client:
+    with httpx.Client(timeout=request_timeout_s) as client:
         while time.perf_counter() < deadline:
             if process.poll() is not None:
                 raise ServerError(f"exited with {process.returncode} before becoming ready")
@@ -121,7 +130,7 @@ def _wait_ready(process: subprocess.Popen[bytes], url: str, timeout_s: float) ->
                     return
             except httpx.TransportError:
                 pass
-            time.sleep(_POLL_S)
+            time.sleep(poll_s)
     raise ServerError(f"{url} did not answer 200 within {timeout_s:g} s")
 
 
@@ -186,7 +195,7 @@ def start_server(
     server = RunningServer(spec, process, port, 0.0, Path(log.name))
     try:
         try:
-            _wait_ready(process, f"{server.base_url}/readyz", ready_timeout_s)
+            wait_ready(process, f"{server.base_url}/readyz", ready_timeout_s)
         except ServerError as exc:
             raise ServerError(f"{spec.name}: {exc}\n{server.log_tail()}") from None
         server.startup_s = time.perf_counter() - started

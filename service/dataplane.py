@@ -175,10 +175,10 @@ class DataPlane:
     ) -> Inference:
         """Check ``X`` (as sent) and compute the outputs in ``wanted``.
 
-        While other requests are being served, requests of at most :data:`BATCH_ROWS` rows
-        that reach this point in the same turn of the event loop are computed together: one
-        forward pass for all (each request's rows checked on their own first, so an error
-        stays its own). Alone, a request is computed at once.
+        Requests of at most :data:`BATCH_ROWS` rows that reach this point in the same turn of
+        the event loop are computed together, up to :data:`BATCH_REQUESTS` at a time: one range
+        check and one forward pass for all (when the check fails, each request is checked on
+        its own, so an error stays its own). Alone, a request is computed at once.
 
         Parameters
         ----------

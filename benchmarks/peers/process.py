@@ -19,14 +19,13 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
-
 from benchmarks.servers import (
     RunningServer,
     ServerError,
     ServerSpec,
     free_port,
     server_environment,
+    wait_ready,
 )
 
 __all__ = [
@@ -148,21 +147,6 @@ class RunningPeer(RunningServer):
         return tree_memory(self.process.pid)
 
 
-def _wait_ready(process: subprocess.Popen[bytes], url: str, timeout_s: float) -> None:
-    deadline = time.perf_counter() + timeout_s
-    with httpx.Client(timeout=2.0) as client:
-        while time.perf_counter() < deadline:
-            if process.poll() is not None:
-                raise ServerError(f"exited with {process.returncode} before becoming ready")
-            try:
-                if client.get(url).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(_POLL_S)
-    raise ServerError(f"{url} did not answer 200 within {timeout_s:g} s")
-
-
 def _signal_all(pids: list[int], signum: int) -> None:
     for pid in pids:
         with suppress(ProcessLookupError):
@@ -224,7 +208,13 @@ def start_peer(
     peer = RunningPeer(spec, process, port, 0.0, Path(log.name))
     try:
         try:
-            _wait_ready(process, f"{peer.base_url}{ready_path}", ready_timeout_s)
+            wait_ready(
+                process,
+                f"{peer.base_url}{ready_path}",
+                ready_timeout_s,
+                request_timeout_s=2.0,
+                poll_s=_POLL_S,
+            )
         except ServerError as exc:
             raise ServerError(f"{spec.name}: {exc}\n{peer.log_tail()}") from None
         peer.startup_s = time.perf_counter() - started
