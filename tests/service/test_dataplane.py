@@ -30,6 +30,7 @@ RECONSTRUCT = NATIVE["/reconstruct"]
 def dataplane(default_repository):
     plane = DataPlane(DEFAULT_MODEL, "digitcode", 10_000)
     plane.load(default_repository)
+    plane.batching = True
     return plane
 
 
@@ -77,6 +78,13 @@ def _same_turn(dataplane: DataPlane, *coroutines) -> list[Any]:
         return await asyncio.gather(*coroutines, return_exceptions=True)
 
     return asyncio.run(run())
+
+
+def test_batching_is_off_by_default(default_repository, calls):
+    plane = DataPlane(DEFAULT_MODEL, "digitcode", 10_000)
+    plane.load(default_repository)
+    _same_turn(plane, *(_arrive(plane, _rows(1, s)) for s in range(3)))
+    assert calls == [1, 1, 1]
 
 
 def test_a_request_alone_is_computed_at_once(dataplane, calls, default_model):
@@ -192,6 +200,7 @@ def test_requests_read_in_one_turn_are_batched_through_the_real_protocol(calls, 
     """Four connections deliver a request each before the loop runs their tasks."""
     settings = Settings(model_dir=DEFAULT_MODEL, log_level="warning")
     app = create_app(settings, repository=load_repository(DEFAULT_MODEL)[0])
+    app.state.dataplane.batching = True
     rows = [_rows(1, seed) for seed in range(4)]
 
     async def run() -> list[bytes]:
