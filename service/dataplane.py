@@ -84,10 +84,9 @@ class DataPlane:
         self.outlier_quantile = outlier_quantile
         self.repository: Repository | None = None
         self._waiting: list[_Waiting] = []
-        # Off: a batched forward pass gives the same rows answers that differ in the last bits
-        # of float32 from those of the rows alone (BLAS sums in another order), so an answer
-        # would depend on which requests shared its turn (a browser test caught it).
-        self.batching = False
+        # Batched answers are the same to the last bit as computed alone (see _compute_kinds);
+        # off, every request is computed on its own.
+        self.batching = True
 
     # -- the repository --------------------------------------------------------------------
 
@@ -181,8 +180,10 @@ class DataPlane:
 
         Requests of at most :data:`BATCH_ROWS` rows that reach this point in the same turn of
         the event loop are computed together, up to :data:`BATCH_REQUESTS` at a time: one range
-        check and one forward pass for all (when the check fails, each request is checked on
-        its own, so an error stays its own). Alone, a request is computed at once.
+        check and one forward pass for all those of the same kind and number of rows (when the
+        check fails, each request is checked on its own, so an error stays its own), which
+        gives each the same answer, to the last bit, as computing it alone. Alone, a request is
+        computed at once.
 
         Parameters
         ----------
@@ -242,10 +243,16 @@ class DataPlane:
 
 
 def _compute_kinds(waiting: list[_Waiting]) -> None:
-    """Compute the waiting inferences, one forward pass per kind (model, outputs, dtype)."""
-    kinds: dict[tuple[int, str, frozenset[str], str], list[_Waiting]] = {}
+    """Compute the waiting inferences, one forward pass per kind (model, outputs, dtype, rows).
+
+    The requests of a kind are stacked, not concatenated: ``(b, n, width)``, whose forward
+    pass makes the same BLAS call for each request as the request alone would (numpy's
+    ``matmul`` loops over the first axis), so every answer is the same to the last bit as
+    computed alone, whichever requests shared its turn.
+    """
+    kinds: dict[tuple[int, str, frozenset[str], str, int], list[_Waiting]] = {}
     for w in waiting:
-        key = (id(w.served), w.signature.suffix, w.wanted, w.X.dtype.str)
+        key = (id(w.served), w.signature.suffix, w.wanted, w.X.dtype.str, len(w.X))
         kinds.setdefault(key, []).append(w)
     for kind in kinds.values():
         X, group = _checked(kind)
@@ -254,10 +261,10 @@ def _compute_kinds(waiting: list[_Waiting]) -> None:
         first = group[0]
         try:
             if len(group) == 1:
-                results = [_compute(first.served, first.signature, X, first.wanted)]
+                results = [_compute(first.served, first.signature, first.X, first.wanted)]
             else:
                 whole = _compute(first.served, first.signature, X, first.wanted)
-                results = _split(whole, [len(w.X) for w in group])
+                results = _split(whole, len(first.X))
         except Exception as exc:  # each request answers it as its own
             for w in group:
                 if not w.future.done():
@@ -284,11 +291,12 @@ class _Waiting:
 
 
 def _checked(kind: list[_Waiting]) -> tuple[Array, list[_Waiting]]:
-    """The stacked rows of a batch's valid requests, and those requests; each other one gets
-    its own 422. All valid (the usual case) costs one range check for the whole batch."""
+    """The stacked rows ``(b, n, width)`` of a kind's valid requests (when at least two), and
+    those requests; each other one gets its own 422. All valid (the usual case) costs one range
+    check for the whole kind."""
     spec = kind[0].signature.input
     if len(kind) > 1:
-        X = np.concatenate([w.X for w in kind])
+        X = np.stack([w.X for w in kind])
         if in_range(X, spec):
             return X, kind
     valid = []
@@ -300,15 +308,15 @@ def _checked(kind: list[_Waiting]) -> tuple[Array, list[_Waiting]]:
                 w.future.set_exception(exc)
             continue
         valid.append(w)
-    if len(valid) < 2:
-        return (valid[0].X if valid else np.empty((0, spec.width))), valid
-    return np.concatenate([w.X for w in valid]), valid
+    return np.stack([w.X for w in valid]) if len(valid) > 1 else kind[0].X, valid
 
 
 def _compute(
     served: ServedModel, signature: Signature, X: Array, wanted: frozenset[str]
 ) -> Inference:
-    """The outputs ``wanted`` of checked rows ``X``; every reconstruction error is scored."""
+    """The outputs ``wanted`` of checked rows ``X``, ``(n, width)``, or of ``b`` stacked
+    requests, ``(b, n, width)`` (``rows`` is then ``b``); every reconstruction error is
+    scored."""
     started = perf_counter()
     computed = signature.compute(served.model, X, wanted)
     errors = computed.get("error")
@@ -319,13 +327,16 @@ def _compute(
     return Inference(served, computed, len(X), started, perf_counter())
 
 
-def _split(whole: Inference, rows: list[int]) -> list[Inference]:
-    """``whole``'s outputs cut back into the requests' rows (views, C-contiguous)."""
-    parts = []
-    start = 0
-    for n in rows:
-        end = start + n
-        outputs = {name: value[start:end] for name, value in whole.outputs.items()}
-        parts.append(Inference(whole.served, outputs, n, whole.started, whole.finished))
-        start = end
-    return parts
+def _split(whole: Inference, rows: int) -> list[Inference]:
+    """The outputs of stacked requests of ``rows`` rows each (``whole.rows`` of them), one
+    inference each (views, C-contiguous)."""
+    return [
+        Inference(
+            whole.served,
+            {name: value[i] for name, value in whole.outputs.items()},
+            rows,
+            whole.started,
+            whole.finished,
+        )
+        for i in range(whole.rows)
+    ]

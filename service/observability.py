@@ -192,8 +192,9 @@ class _Scores:
         self._outliers = OUTLIERS.labels(name, version)
 
     def observe(self, errors: NDArray[Any], is_outlier: NDArray[Any]) -> None:
-        """Count ``errors`` (n,) in the histogram, and the outliers among them."""
-        counts = np.bincount(np.searchsorted(self._bounds, errors), minlength=len(self._bounds))
+        """Count ``errors`` (any shape) in the histogram, and the outliers among them."""
+        where = np.searchsorted(self._bounds, errors).ravel()
+        counts = np.bincount(where, minlength=len(self._bounds))
         for i in np.flatnonzero(counts):
             self._buckets[i].inc(int(counts[i]))
         self._sum.inc(float(errors.sum()))
@@ -224,10 +225,10 @@ REGISTRY.register(_ScoreCollector())
 
 
 def observe_scores(served: ServedModel, errors: NDArray[Any], is_outlier: NDArray[Any]) -> None:
-    """Record the errors (n,) and outlier flags (n,) one inference computed (see
-    :data:`ERROR_METRIC`, ``OUTLIERS``)."""
+    """Record the errors and outlier flags (both (n,), or (b, n) for a batch of requests) one
+    inference computed (see :data:`ERROR_METRIC`, ``OUTLIERS``)."""
     scores = _SCORES.get((served.name, served.version))
-    if scores is not None and len(errors):
+    if scores is not None and errors.size:
         scores.observe(errors, is_outlier)
 
 

@@ -1,4 +1,5 @@
-"""The data plane's batching: requests that arrive in the same turn share one forward pass."""
+"""The data plane's batching: requests that arrive in the same turn share one forward pass,
+and get the same answers, to the last bit, as computed alone."""
 
 from __future__ import annotations
 
@@ -35,17 +36,18 @@ def dataplane(default_repository):
 
 
 @pytest.fixture
-def calls(monkeypatch) -> list[int]:
-    """Rows of every forward pass the autoencoder computes."""
-    seen: list[int] = []
+def calls(monkeypatch) -> list[tuple[int, ...]]:
+    """The shape of every forward pass the autoencoder computes, without the vectors' width:
+    ``(n,)`` for one request of n rows, ``(b, n)`` for b stacked requests of n rows."""
+    seen: list[tuple[int, ...]] = []
     encode, forward = Autoencoder.encode, Autoencoder.forward
 
     def counted_encode(self, X):
-        seen.append(len(X))
+        seen.append(X.shape[:-1])
         return encode(self, X)
 
     def counted_forward(self, X, *args, **kwargs):
-        seen.append(len(X))
+        seen.append(X.shape[:-1])
         return forward(self, X, *args, **kwargs)
 
     monkeypatch.setattr(Autoencoder, "encode", counted_encode)
@@ -80,35 +82,56 @@ def _same_turn(dataplane: DataPlane, *coroutines) -> list[Any]:
     return asyncio.run(run())
 
 
-def test_batching_is_off_by_default(default_repository, calls):
+def test_batching_is_on_by_default(default_repository, calls):
     plane = DataPlane(DEFAULT_MODEL, "digitcode", 10_000)
     plane.load(default_repository)
     _same_turn(plane, *(_arrive(plane, _rows(1, s)) for s in range(3)))
-    assert calls == [1, 1, 1]
+    assert calls == [(3, 1)]
 
 
 def test_a_request_alone_is_computed_at_once(dataplane, calls, default_model):
     X = _rows(3, 0)
     [inference] = _same_turn(dataplane, _arrive(dataplane, X))
-    assert calls == [3]
+    assert calls == [(3,)]
     np.testing.assert_array_equal(inference.outputs["latent"], default_model.encode(X))
 
 
-def test_requests_of_the_same_turn_share_one_forward_pass(dataplane, calls, default_model):
-    rows = [_rows(n, seed) for seed, n in enumerate((1, 2, 1, 5))]
+def test_requests_of_the_same_turn_and_size_share_one_forward_pass(dataplane, calls):
+    rows = [_rows(n, seed) for seed, n in enumerate((1, 3, 1, 3, 1))]
     results = _same_turn(dataplane, *(_arrive(dataplane, X) for X in rows))
-    assert calls == [9]
+    assert calls == [(3, 1), (2, 3)]
     for X, inference in zip(rows, results, strict=True):
         assert inference.rows == len(X)
         latent = inference.outputs["latent"]
-        assert latent.flags.c_contiguous
-        np.testing.assert_allclose(latent, default_model.encode(X), rtol=1e-5, atol=1e-6)
+        assert latent.shape == (len(X), 2) and latent.flags.c_contiguous
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("n", [1, 2, 7, BATCH_ROWS])
+@pytest.mark.parametrize(
+    "operation", [RECONSTRUCT, NATIVE["/encode"], NATIVE["/decode"]], ids=lambda op: op.path
+)
+def test_a_batched_answer_is_the_answer_alone_to_the_last_bit(dataplane, operation, n, dtype):
+    signature = operation.signature
+    wanted = signature.output_names  # every output, feature scores and distances too
+    spec = signature.input
+    rng = np.random.default_rng(n)
+    requests = [rng.uniform(spec.lo, spec.hi, size=(n, spec.width)).astype(dtype) for _ in range(5)]
+    batched = _same_turn(dataplane, *(_arrive(dataplane, X, signature, wanted) for X in requests))
+    dataplane.batching = False
+    for X, inference in zip(requests, batched, strict=True):
+        [alone] = _same_turn(dataplane, _arrive(dataplane, X, signature, wanted))
+        assert inference.queued > 0 and alone.queued == 0  # one was batched, one was not
+        assert set(inference.outputs) == wanted
+        for name, value in alone.outputs.items():
+            assert inference.outputs[name].dtype == value.dtype
+            np.testing.assert_array_equal(inference.outputs[name], value, err_msg=name)
 
 
 def test_a_full_batch_is_computed_without_waiting_for_the_rest(dataplane, calls):
     count = BATCH_REQUESTS + 3
     results = _same_turn(dataplane, *(_arrive(dataplane, _rows(1, s)) for s in range(count)))
-    assert calls == [BATCH_REQUESTS, 3]
+    assert calls == [(BATCH_REQUESTS, 1), (3, 1)]
     assert [r.rows for r in results] == [1] * count
 
 
@@ -123,7 +146,7 @@ def test_an_invalid_request_fails_alone(dataplane, calls):
     error: Any = results[1]
     assert error.status_code == 422 and error.detail[0]["loc"] == ["body", 1, 7]
     assert [r.rows for r in (results[0], results[2])] == [1, 1]
-    assert calls == [2]
+    assert calls == [(2, 1)]
 
 
 def test_every_invalid_request_of_a_turn_gets_its_own_error(dataplane, calls):
@@ -145,7 +168,7 @@ def test_different_outputs_and_float_types_are_not_mixed(dataplane, calls, defau
         _arrive(dataplane, X, RECONSTRUCT.signature, RECONSTRUCT.wanted),
         _arrive(dataplane, X),
     )
-    assert sorted(calls) == [2, 2, 4]
+    assert sorted(calls) == [(2,), (2,), (2, 2)]
     assert set(results[2].outputs) == set(RECONSTRUCT.wanted)
     np.testing.assert_allclose(results[1].outputs["latent"], default_model.encode(X), rtol=1e-5)
 
@@ -153,7 +176,7 @@ def test_different_outputs_and_float_types_are_not_mixed(dataplane, calls, defau
 def test_large_requests_are_never_held(dataplane, calls):
     big, small = _rows(BATCH_ROWS + 1, 5), _rows(1, 6)
     _same_turn(dataplane, _arrive(dataplane, big), _arrive(dataplane, small))
-    assert calls == [BATCH_ROWS + 1, 1]
+    assert calls == [(BATCH_ROWS + 1,), (1,)]
 
 
 def test_a_batch_whose_last_request_never_comes_is_computed_next_turn(dataplane, calls):
@@ -161,7 +184,7 @@ def test_a_batch_whose_last_request_never_comes_is_computed_next_turn(dataplane,
         ARRIVALS.entered()
 
     results = _same_turn(dataplane, _arrive(dataplane, _rows(1, 7)), probe())
-    assert results[0].rows == 1 and calls == [1]
+    assert results[0].rows == 1 and calls == [(1,)]
     assert ARRIVALS.queued == 0
 
 
@@ -227,13 +250,13 @@ def test_requests_read_in_one_turn_are_batched_through_the_real_protocol(calls, 
         return [b"".join(t.out) for _, t, _ in pairs]
 
     answers = asyncio.run(run())
-    assert calls == [4]
+    assert calls == [(4, 1)]
     assert ARRIVALS.queued == 0
     for X, answer in zip(rows, answers, strict=True):
         head, _, body = answer.partition(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 200")
-        latent = np.array(json.loads(body)["latent"])
-        np.testing.assert_allclose(latent, default_model.encode(X), rtol=1e-5, atol=1e-6)
+        latent = np.array(json.loads(body)["latent"], dtype=np.float32)
+        np.testing.assert_array_equal(latent, default_model.encode(X))
 
 
 def test_a_failure_outside_the_forward_pass_reaches_every_request(dataplane, monkeypatch):
