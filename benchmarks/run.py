@@ -45,7 +45,6 @@ import json
 import os
 import platform
 import shutil
-import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -84,6 +83,14 @@ from benchmarks.curves import (
     check_curve_answers,
     plot_curves,
     write_row_bodies,
+)
+from benchmarks.machine import (
+    add_run_options,
+    check_run_options,
+    cpu_model,
+    git_commit,
+    load_average,
+    wrk_version,
 )
 from benchmarks.report import (
     BASELINE,
@@ -569,27 +576,18 @@ def _version(name: str) -> str:
         return "not installed"
 
 
-def _commit() -> str:
-    """The commit measured (``-dirty`` with uncommitted changes), read when the run starts."""
-    described = subprocess.run(
-        ["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True, text=True
-    )
-    return described.stdout.strip()
-
-
 def _meta(
     args: argparse.Namespace, bench: Bench, load_at_start: float, commit: str
 ) -> dict[str, Any]:
-    wrk = subprocess.run(["wrk", "-v"], capture_output=True, text=True, check=False)
     return {
         "git": commit,
         "date": datetime.now(UTC).strftime("%Y-%m-%d"),
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "load_average_at_start": load_at_start,
         "python": platform.python_version(),
         "machine": platform.machine(),
         "cpus": os.cpu_count(),
-        "wrk": (wrk.stdout + wrk.stderr).splitlines()[0] if wrk.stdout + wrk.stderr else "",
+        "wrk": wrk_version(),
         "packages": {
             p: _version(p)
             for p in ("fastapi", "starlette", "uvicorn", "pydantic", "numpy", "orjson")
@@ -604,20 +602,16 @@ def _meta(
         "wrk_cpus": bench.wrk_cpus,
         "wrk_threads": 1,
         "rows": str(TEST_FILE) if TEST_FILE.is_file() else "synthetic",
-        "load_average_at_end": _load_average(),
+        "load_average_at_end": load_average(),
     }
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__)
-    parser.add_argument("--rounds", type=int, default=3, help="times every server is measured")
-    parser.add_argument("--duration", type=float, default=6.0, help="seconds per timed run")
-    parser.add_argument("--warmup", type=float, default=2.0, help="seconds of warm-up per run")
-    parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help="where to write JSON")
+    add_run_options(parser, duration=6.0, json=DEFAULT_JSON)
     parser.add_argument("--batch", type=int, default=1000, help="vectors per JSON batch")
     parser.add_argument("--npy-batch", type=int, default=10_000, help="vectors per .npy batch")
     parser.add_argument("--connections", type=int, default=8, help="single-vector connections")
-    parser.add_argument("--no-pin", action="store_true", help="do not pin server and wrk")
     parser.add_argument("--strict", action="store_true", help="exit 1 if a target is not met")
     parser.add_argument(
         "--curve-duration", type=float, default=3.0, help="seconds per cost-curve point"
@@ -631,35 +625,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.batch > args.npy_batch:
         parser.error("--batch must not exceed --npy-batch")
-    if args.rounds < 1:
-        parser.error("--rounds must be at least 1")
+    check_run_options(parser, args)
     return args
-
-
-def _cpu_model() -> str:
-    """The CPU's model name from /proc/cpuinfo (empty where unreadable)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
-            if line.startswith("model name"):
-                return line.partition(":")[2].strip()
-    except OSError:
-        pass
-    return ""
-
-
-def _load_average() -> float:
-    """The 1-minute load average (0 where /proc/loadavg is unreadable)."""
-    try:
-        return float(Path("/proc/loadavg").read_text(encoding="ascii").split()[0])
-    except (OSError, ValueError, IndexError):
-        return 0.0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    commit = _commit()
+    commit = git_commit(ROOT)
     ensure_wrk()
-    load = _load_average()
+    load = load_average()
     if load > 0.5:
         print(
             f"bench: WARNING: load average is {load:.2f} before starting; other processes "

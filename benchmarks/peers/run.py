@@ -46,6 +46,14 @@ import numpy as np
 from numpy.typing import NDArray
 
 from benchmarks.answers import JSON_TYPE, AnswerMismatchError, check_answers
+from benchmarks.machine import (
+    add_run_options,
+    check_run_options,
+    cpu_model,
+    git_commit,
+    load_average,
+    wrk_version,
+)
 from benchmarks.peers.formats import FORMATS, OPERATIONS, Operation, fetch_answers
 from benchmarks.peers.model import TOLERANCE, SklearnModel, write_model
 from benchmarks.peers.process import RunningPeer, start_peer
@@ -326,34 +334,9 @@ class PeersBench:
         ]
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
-            if line.startswith("model name"):
-                return line.partition(":")[2].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
-def _load_average() -> float:
-    try:
-        return float(Path("/proc/loadavg").read_text(encoding="ascii").split()[0])
-    except (OSError, ValueError, IndexError):
-        return 0.0
-
-
-def _commit() -> str:
-    described = subprocess.run(
-        ["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True, text=True
-    )
-    return described.stdout.strip()
-
-
 def _meta(
     args: argparse.Namespace, bench: PeersBench, servers: list[PeerServer], commit: str
 ) -> dict[str, Any]:
-    wrk = subprocess.run(["wrk", "-v"], capture_output=True, text=True, check=False)
     versions = {s.spec.name: s.versions.get(s.spec.name, "") for s in servers}
     versions[SERVICE] = commit
     packages = {"scikit-learn": metadata.version("scikit-learn"), "numpy": np.__version__}
@@ -361,9 +344,9 @@ def _meta(
         "date": datetime.now(UTC).strftime("%Y-%m-%d"),
         "git": commit,
         "cpus": os.cpu_count(),
-        "cpu_model": _cpu_model(),
+        "cpu_model": cpu_model(),
         "python": platform.python_version(),
-        "wrk": (wrk.stdout + wrk.stderr).splitlines()[0] if wrk.stdout + wrk.stderr else "",
+        "wrk": wrk_version(),
         "versions": versions,
         "packages": packages,
         "server_packages": {s.spec.name: s.versions for s in servers},
@@ -373,21 +356,17 @@ def _meta(
         "server_cpus": bench.server_cpus,
         "wrk_cpus": bench.wrk_cpus,
         "tolerance": TOLERANCE,
-        "load_average_at_end": _load_average(),
+        "load_average_at_end": load_average(),
     }
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.peers", description=__doc__)
-    parser.add_argument("--rounds", type=int, default=3, help="times every server is measured")
-    parser.add_argument("--duration", type=float, default=5.0, help="seconds per timed run")
-    parser.add_argument("--warmup", type=float, default=2.0, help="seconds of warm-up per run")
-    parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help="where to write JSON")
+    add_run_options(parser, duration=5.0, json=DEFAULT_JSON)
     parser.add_argument("--readme", type=Path, help="rewrite this README's peers block")
     parser.add_argument(
         "--peers", default=",".join(PEERS), help="comma-separated peers (default: all three)"
     )
-    parser.add_argument("--no-pin", action="store_true", help="do not pin server and wrk")
     parser.add_argument(
         "--lock",
         type=Path,
@@ -402,8 +381,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     unknown = sorted(set(args.peers) - set(PEERS))
     if unknown:
         parser.error(f"unknown peers {unknown}; known: {', '.join(PEERS)}")
-    if args.rounds < 1:
-        parser.error("--rounds must be at least 1")
+    check_run_options(parser, args)
     if args.no_run and args.readme is None:
         parser.error("--no-run needs --readme")
     if str(args.lock) in ("", "."):
@@ -439,7 +417,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench-peers: rewrote the peers block of {args.readme} from {args.json}")
         return 0
     started = time.monotonic()
-    commit = _commit()  # what is measured: the tree as the run starts
+    commit = git_commit(ROOT)  # what is measured: the tree as the run starts
     ensure_wrk()
     model = SklearnModel.from_dir(MODEL_DIR)
     with tempfile.TemporaryDirectory(prefix="digitcode-peers-") as tmp:
@@ -451,7 +429,7 @@ def main(argv: list[str] | None = None) -> int:
         bench.problems.extend(problems)
         print(f"bench-peers: set up in {time.monotonic() - started:.0f} s", flush=True)
         with exclusive_lock(args.lock):
-            load = _load_average()
+            load = load_average()
             if load > 0.5:
                 print(f"bench-peers: WARNING: load average {load:.2f}; figures will be noisy")
             for round_number in range(1, args.rounds + 1):
