@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -235,12 +236,19 @@ class Outcome:
 
 
 def client_loop(url: str, outcomes: list[Outcome], stop: threading.Event, body: Any) -> None:
-    """One keep-alive client: ``POST /encode`` with ``body`` until ``stop``, outcomes recorded."""
-    with httpx.Client(base_url=url, timeout=30) as client:
+    """One keep-alive client: ``POST /encode`` with ``body`` until ``stop``, outcomes recorded.
+
+    The body is encoded once: encoding it per request holds the GIL for tens of ms in each
+    client thread, which starves the test's own thread (its signal and probes come late).
+    """
+    payload = json.dumps(body).encode()
+    with httpx.Client(
+        base_url=url, timeout=30, headers={"content-type": "application/json"}
+    ) as client:
         while not stop.is_set():
             started = time.monotonic()
             try:
-                answer = client.post("/encode", json=body)
+                answer = client.post("/encode", content=payload)
             except httpx.TransportError:
                 outcomes.append(Outcome(started, None, "", ""))
                 time.sleep(0.05)  # e.g. the listener has closed: no busy loop until the end
