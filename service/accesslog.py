@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 __all__ = ["ACCESS_LOG", "ACCESS_LOGGER", "WRITE_INTERVAL_S", "AccessLog"]
 
 ACCESS_LOGGER = "digitcode.access"
-WRITE_INTERVAL_S = 0.01
+WRITE_INTERVAL_S = 0.1  # 0.01 gave 2.6x the context switches under load, for no line sooner needed
 _BLOCKED_S = 5.0  # how long a write waits for a full non-blocking stderr before giving up
 _PIPE_BUF = 4096  # a write of at most this many bytes to a pipe is never interleaved
 _KEPT = 256  # distinct (method, path) and (model, version) pairs whose JSON is kept
