@@ -26,11 +26,12 @@ import threading
 import time
 from datetime import UTC, datetime
 
-__all__ = ["ACCESS_LOG", "ACCESS_LOGGER", "WRITE_INTERVAL_S", "AccessLog"]
+__all__ = ["ACCESS_LOG", "ACCESS_LOGGER", "EXIT_FLUSH_TIMEOUT_S", "WRITE_INTERVAL_S", "AccessLog"]
 
 ACCESS_LOGGER = "digitcode.access"
 WRITE_INTERVAL_S = 0.1  # 0.01 gave 2.6x the context switches under load, for no line sooner needed
 _BLOCKED_S = 5.0  # how long a write waits for a full non-blocking stderr before giving up
+EXIT_FLUSH_TIMEOUT_S = 5.0  # the longest the last flush may take, at exit
 _PIPE_BUF = 4096  # a write of at most this many bytes to a pipe is never interleaved
 _KEPT = 256  # distinct (method, path) and (model, version) pairs whose JSON is kept
 _quote = json.encoder.encode_basestring_ascii  # what json.dumps writes for a str
@@ -196,6 +197,16 @@ class AccessLog:
             if lines:
                 self._write_all(lines)
 
+    def flush_at_exit(self, timeout: float = EXIT_FLUSH_TIMEOUT_S) -> bool:
+        """:meth:`flush`, waited for at most ``timeout`` seconds: at exit, where a stderr that
+        nobody reads (a blocking write, or the writer thread stuck in one) must not keep the
+        process from ending. Returns whether it finished; if not, the lines are written only
+        if a reader comes before the process has ended."""
+        flusher = threading.Thread(target=self.flush, name="digitcode-access-log-exit", daemon=True)
+        flusher.start()
+        flusher.join(timeout)
+        return not flusher.is_alive()
+
     @property
     def dropped(self) -> int:
         """Lines dropped and not yet reported by a warning line."""
@@ -213,20 +224,28 @@ class AccessLog:
         )
 
     def _write_all(self, lines: list[str]) -> None:
-        """Write ``lines`` in chunks of whole lines of at most a pipe buffer where possible."""
+        """Write ``lines`` in chunks of whole lines of at most a pipe buffer where possible.
+
+        Once a chunk could not be written, the later ones are dropped at once (and reported
+        by the next flush) rather than each waiting for a stderr that is stuck.
+        """
         chunk: list[bytes] = []
         size = 0
-        for text in lines:
+        for i, text in enumerate(lines):
             data = text.encode("utf-8", "replace") + b"\n"
             if chunk and size + len(data) > _PIPE_BUF:
-                self._write(b"".join(chunk))
+                lost = self._write(b"".join(chunk))
+                if lost:  # reported as dropped next: these and lines[i:]
+                    self._reported -= lost + len(lines) - i
+                    return
                 chunk, size = [], 0
             chunk.append(data)
             size += len(data)
         if chunk:
-            self._write(b"".join(chunk))
+            self._reported -= self._write(b"".join(chunk))
 
-    def _write(self, data: bytes) -> None:
+    def _write(self, data: bytes) -> int:
+        """Write ``data``; return how many of its lines were given up (0: all written)."""
         view = memoryview(data)
         while view:
             try:
@@ -235,13 +254,13 @@ class AccessLog:
                 continue
             except BlockingIOError:  # a non-blocking stderr that is full: wait, keep the order
                 if not select.select([], [self.fd], [], _BLOCKED_S)[1]:
-                    self._reported -= view.tobytes().count(b"\n")  # reported as dropped next
-                    return
+                    return view.tobytes().count(b"\n")
             except OSError as exc:  # stderr closed: nothing can be logged any more
                 if exc.errno not in (errno.EPIPE, errno.EBADF):
                     logging.getLogger("digitcode").warning("access log write failed: %s", exc)
-                return
+                return 0
+        return 0
 
 
 ACCESS_LOG = AccessLog()
-atexit.register(ACCESS_LOG.flush)
+atexit.register(ACCESS_LOG.flush_at_exit)

@@ -211,7 +211,7 @@ def create_app(settings: Settings | None = None, repository: Repository | None =
         reload_on_hup = _install_sighup(lambda: reload_models(app))
         drains = drain.install()  # after uvicorn's own handlers, in front of them
         yield
-        ACCESS_LOG.flush()  # the last requests' lines, before the process ends
+        ACCESS_LOG.flush_at_exit()  # the last requests' lines, before the process ends
         if drains:
             drain.uninstall()
         if reload_on_hup:

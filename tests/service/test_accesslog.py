@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import select as select_module
 import time
 
 import pytest
@@ -148,6 +149,63 @@ def test_a_full_non_blocking_stderr_loses_lines_whole_and_counts_them(monkeypatc
         assert lines[0] == "b"  # nothing of the lost lines was written: no broken line
         warning = json.loads(lines[1])
         assert warning["dropped"] == 3 and log.dropped == 0
+    finally:
+        os.close(read)
+        os.close(write)
+
+
+def _fill(fd: int) -> None:
+    """Fill the pipe whose write end is ``fd`` (left non-blocking)."""
+    os.set_blocking(fd, False)
+    while True:
+        try:
+            os.write(fd, b"x" * 65536)
+        except BlockingIOError:
+            return
+
+
+def test_a_stuck_stderr_is_waited_for_once_per_flush_not_once_per_chunk(monkeypatch):
+    import service.accesslog as module
+
+    waits: list[float] = []
+
+    def select(rlist: list[int], wlist: list[int], xlist: list[int], timeout: float) -> tuple:
+        waits.append(timeout)
+        return [], [], []  # still full after the whole wait
+
+    monkeypatch.setattr(select_module, "select", select)
+    read, write = os.pipe()
+    try:
+        _fill(write)
+        log = AccessLog(fd=write)
+        log._lines.extend(["a" * 99] * 400)  # 40 kB: ten chunks, each would wait 5 s
+        log.flush()
+        assert waits == [module._BLOCKED_S]
+        assert log.dropped == 400
+    finally:
+        os.close(read)
+        os.close(write)
+
+
+def test_the_last_flush_gives_up_on_a_stderr_nobody_reads():
+    read, write = os.pipe()
+    try:
+        _fill(write)
+        os.set_blocking(write, True)  # as stderr usually is: a write waits for the reader
+        log = AccessLog(fd=write)
+        log.write("last")
+        started = time.monotonic()
+        assert log.flush_at_exit(timeout=0.2) is False  # flush() would wait for ever
+        assert time.monotonic() - started < 5
+        os.set_blocking(read, False)
+        data = b""
+        deadline = time.monotonic() + 10
+        while not data.endswith(b"last\n"):  # a reader at last: the line was not lost
+            try:
+                data += os.read(read, 1 << 20)
+            except BlockingIOError:
+                assert time.monotonic() < deadline, "the given-up flush never finished"
+                time.sleep(0.01)
     finally:
         os.close(read)
         os.close(write)
