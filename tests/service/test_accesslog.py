@@ -7,6 +7,7 @@ import logging
 import os
 import select as select_module
 import time
+from collections.abc import Iterator
 
 import pytest
 
@@ -55,6 +56,15 @@ def test_no_model_is_null():
     assert (fields["model"], fields["model_version"]) == (None, None)
 
 
+@pytest.fixture
+def pipe() -> Iterator[tuple[int, int]]:
+    """A pipe's read and write ends, closed after the test."""
+    read, write = os.pipe()
+    yield read, write
+    os.close(read)
+    os.close(write)
+
+
 def _read_lines(fd: int, count: int, deadline_s: float = 10.0) -> list[str]:
     """Read from pipe ``fd`` until ``count`` lines came, or fail at the deadline."""
     os.set_blocking(fd, False)
@@ -71,36 +81,28 @@ def _read_lines(fd: int, count: int, deadline_s: float = 10.0) -> list[str]:
     return data.decode().splitlines()
 
 
-def test_the_writer_thread_writes_queued_lines_in_order():
-    read, write = os.pipe()
-    try:
-        log = AccessLog(fd=write)
-        for i in range(500):
-            log.write(log.line("GET", f"/n/{i}", 200, 0.001, 0, str(i), "m", "v"))
-        lines = _read_lines(read, 500)  # no flush(): the writer thread's work
-        assert [json.loads(line)["request_id"] for line in lines] == [str(i) for i in range(500)]
-    finally:
-        os.close(read)
-        os.close(write)
+def test_the_writer_thread_writes_queued_lines_in_order(pipe):
+    read, write = pipe
+    log = AccessLog(fd=write)
+    for i in range(500):
+        log.write(log.line("GET", f"/n/{i}", 200, 0.001, 0, str(i), "m", "v"))
+    lines = _read_lines(read, 500)  # no flush(): the writer thread's work
+    assert [json.loads(line)["request_id"] for line in lines] == [str(i) for i in range(500)]
 
 
-def test_lines_beyond_the_pending_limit_are_dropped_and_reported():
-    read, write = os.pipe()
-    try:
-        log = AccessLog(fd=write, max_pending=10)
-        log._wake.set()  # as if the writer were busy: nothing is taken while the lines come
-        for i in range(25):
-            log.write(str(i))
-        assert log.dropped == 15
-        log.flush()
-        lines = _read_lines(read, 11)
-        assert lines[:10] == [str(i) for i in range(10)]
-        warning = json.loads(lines[10])
-        assert (warning["level"], warning["dropped"]) == ("warning", 15)
-        assert log.dropped == 0 and log.dropped_total == 15
-    finally:
-        os.close(read)
-        os.close(write)
+def test_lines_beyond_the_pending_limit_are_dropped_and_reported(pipe):
+    read, write = pipe
+    log = AccessLog(fd=write, max_pending=10)
+    log._wake.set()  # as if the writer were busy: nothing is taken while the lines come
+    for i in range(25):
+        log.write(str(i))
+    assert log.dropped == 15
+    log.flush()
+    lines = _read_lines(read, 11)
+    assert lines[:10] == [str(i) for i in range(10)]
+    warning = json.loads(lines[10])
+    assert (warning["level"], warning["dropped"]) == ("warning", 15)
+    assert log.dropped == 0 and log.dropped_total == 15
 
 
 def test_writes_are_whole_lines_of_at_most_a_pipe_buffer(monkeypatch):
@@ -120,38 +122,34 @@ def test_writes_are_whole_lines_of_at_most_a_pipe_buffer(monkeypatch):
     assert b"".join(writes).decode().splitlines() == lines
 
 
-def test_a_full_non_blocking_stderr_loses_lines_whole_and_counts_them(monkeypatch):
+def test_a_full_non_blocking_stderr_loses_lines_whole_and_counts_them(monkeypatch, pipe):
     import service.accesslog as module
 
     monkeypatch.setattr(module, "_BLOCKED_S", 0.05)
-    read, write = os.pipe()
-    try:
-        os.set_blocking(write, False)
-        filler = b"x" * 65536
-        while True:  # fill the pipe
-            try:
-                os.write(write, filler)
-            except BlockingIOError:
-                break
-        log = AccessLog(fd=write)
-        log._lines.extend(["a" * 100] * 3)
-        log.flush()  # nothing can be written: given up after 50 ms
-        assert log.dropped == 3
-        os.set_blocking(read, False)
-        while True:  # the reader catches up
-            try:
-                os.read(read, 1 << 20)
-            except BlockingIOError:
-                break
-        log.write("b")
-        log.flush()
-        lines = _read_lines(read, 2)
-        assert lines[0] == "b"  # nothing of the lost lines was written: no broken line
-        warning = json.loads(lines[1])
-        assert warning["dropped"] == 3 and log.dropped == 0
-    finally:
-        os.close(read)
-        os.close(write)
+    read, write = pipe
+    os.set_blocking(write, False)
+    filler = b"x" * 65536
+    while True:  # fill the pipe
+        try:
+            os.write(write, filler)
+        except BlockingIOError:
+            break
+    log = AccessLog(fd=write)
+    log._lines.extend(["a" * 100] * 3)
+    log.flush()  # nothing can be written: given up after 50 ms
+    assert log.dropped == 3
+    os.set_blocking(read, False)
+    while True:  # the reader catches up
+        try:
+            os.read(read, 1 << 20)
+        except BlockingIOError:
+            break
+    log.write("b")
+    log.flush()
+    lines = _read_lines(read, 2)
+    assert lines[0] == "b"  # nothing of the lost lines was written: no broken line
+    warning = json.loads(lines[1])
+    assert warning["dropped"] == 3 and log.dropped == 0
 
 
 def _fill(fd: int) -> None:
@@ -164,7 +162,7 @@ def _fill(fd: int) -> None:
             return
 
 
-def test_a_stuck_stderr_is_waited_for_once_per_flush_not_once_per_chunk(monkeypatch):
+def test_a_stuck_stderr_is_waited_for_once_per_flush_not_once_per_chunk(monkeypatch, pipe):
     import service.accesslog as module
 
     waits: list[float] = []
@@ -174,38 +172,23 @@ def test_a_stuck_stderr_is_waited_for_once_per_flush_not_once_per_chunk(monkeypa
         return [], [], []  # still full after the whole wait
 
     monkeypatch.setattr(select_module, "select", select)
-    read, write = os.pipe()
-    try:
-        _fill(write)
-        log = AccessLog(fd=write)
-        log._lines.extend(["a" * 99] * 400)  # 40 kB: ten chunks, each would wait 5 s
-        log.flush()
-        assert waits == [module._BLOCKED_S]
-        assert log.dropped == 400
-    finally:
-        os.close(read)
-        os.close(write)
+    _, write = pipe
+    _fill(write)
+    log = AccessLog(fd=write)
+    log._lines.extend(["a" * 99] * 400)  # 40 kB: ten chunks, each would wait 5 s
+    log.flush()
+    assert waits == [module._BLOCKED_S]
+    assert log.dropped == 400
 
 
-def test_the_last_flush_gives_up_on_a_stderr_nobody_reads():
-    read, write = os.pipe()
-    try:
-        _fill(write)
-        os.set_blocking(write, True)  # as stderr usually is: a write waits for the reader
-        log = AccessLog(fd=write)
-        log.write("last")
-        started = time.monotonic()
-        assert log.flush_at_exit(timeout=0.2) is False  # flush() would wait for ever
-        assert time.monotonic() - started < 5
-        os.set_blocking(read, False)
-        data = b""
-        deadline = time.monotonic() + 10
-        while not data.endswith(b"last\n"):  # a reader at last: the line was not lost
-            try:
-                data += os.read(read, 1 << 20)
-            except BlockingIOError:
-                assert time.monotonic() < deadline, "the given-up flush never finished"
-                time.sleep(0.01)
-    finally:
-        os.close(read)
-        os.close(write)
+def test_the_last_flush_gives_up_on_a_stderr_nobody_reads(pipe):
+    read, write = pipe
+    _fill(write)
+    os.set_blocking(write, True)  # as stderr usually is: a write waits for the reader
+    log = AccessLog(fd=write)
+    log.write("last")
+    started = time.monotonic()
+    assert log.flush_at_exit(timeout=0.2) is False  # flush() would wait for ever
+    assert time.monotonic() - started < 5
+    lines = _read_lines(read, 1)  # a reader at last: the given-up flush finishes
+    assert len(lines) == 1 and lines[0].lstrip("x") == "last"  # after the filler: not lost
