@@ -86,7 +86,14 @@ def main() -> int:
         return 2
     os.environ[MULTIPROC_ENV] = metrics_dir  # read by prometheus-client in each worker
     try:
-        uvicorn.run("service.app:app", workers=settings.workers, **common)  # type: ignore[arg-type]
+        uvicorn.run(
+            "service.app:app",
+            workers=settings.workers,
+            # uvicorn's 5 s: on a busy node a new worker (numpy, the app, the model) can take
+            # longer, and the SIGHUP reload is then aborted; a busy live one would be killed.
+            timeout_worker_healthcheck=settings.worker_timeout,
+            **common,  # type: ignore[arg-type]
+        )
     finally:
         shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0

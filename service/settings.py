@@ -77,6 +77,13 @@ class Settings(BaseSettings):
         ge=1,
         description="Worker processes `python -m service` starts (default: CPU cores).",
     )
+    worker_timeout: int = Field(
+        30,
+        ge=1,
+        description="With workers > 1: seconds a new worker gets to become ready (on SIGHUP, "
+        "or replacing one that died) and a running one to answer the supervisor's health "
+        "check, before it is killed.",
+    )
     shutdown_timeout: int = Field(
         30, ge=1, description="Seconds to let in-flight requests finish after SIGTERM."
     )

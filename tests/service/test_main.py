@@ -49,3 +49,25 @@ def test_bad_setting_exits_with_one_line():
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith("digitcode: cannot serve: bad setting: ")
     assert "DIGITCODE_WORKERS" in line and "DIGITCODE_LOG_LEVEL" in line
+
+
+def test_several_workers_get_the_worker_timeout_not_uvicorns_5_s(monkeypatch):
+    import uvicorn
+
+    from service.__main__ import main
+    from service.observability import MULTIPROC_ENV
+    from service.settings import get_settings
+    from service.tuning import BLAS_THREAD_VARIABLES
+
+    calls: list[dict[str, object]] = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: calls.append(kwargs))
+    monkeypatch.setenv("DIGITCODE_WORKERS", "2")
+    monkeypatch.setenv("DIGITCODE_WORKER_TIMEOUT", "17")
+    for variable in (MULTIPROC_ENV, *BLAS_THREAD_VARIABLES):  # main() sets them: restored after
+        monkeypatch.setenv(variable, os.environ.get(variable, "1"))
+    get_settings.cache_clear()
+    try:
+        assert main() == 0
+    finally:
+        get_settings.cache_clear()
+    assert [(c["workers"], c["timeout_worker_healthcheck"]) for c in calls] == [(2, 17)]
