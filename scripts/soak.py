@@ -111,6 +111,25 @@ def rss_bytes(pid: int) -> int:
     raise RuntimeError(f"no VmRSS for process {pid}")
 
 
+def idle_rss_bytes(pid: int, quiet_s: float = 1.0, within_s: float = 15.0) -> int:
+    """The resident memory once it has stopped changing for ``quiet_s`` (at most ``within_s``).
+
+    Half a second after a burst of large requests the service hands its freed heap back
+    (service/admission.py), so a reading taken right after traffic is before or after that
+    release by chance: 75 and 83.5 MiB for the same heap in one CI run. Compare idle sizes.
+    """
+    deadline = time.monotonic() + within_s
+    last, since = rss_bytes(pid), time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(0.1)
+        now = rss_bytes(pid)
+        if now != last:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet_s:
+            break
+    return last
+
+
 async def drive(url: str, seconds: float, concurrency: int) -> tuple[Counter[str], list[str]]:
     """Send the probe mix for ``seconds``; count answers, list the unexpected ones."""
     mix = probes()
@@ -231,16 +250,16 @@ def main() -> int:
         # at once, which a single short warm-up may or may not reach. A leak keeps growing
         # in the timed run whatever the start.
         asyncio.run(worst_case(url, args.concurrency))
-        rss_start = rss_bytes(server.pid)
+        rss_start = idle_rss_bytes(server.pid)
         for _ in range(WARMUP_ROUNDS):
             asyncio.run(drive(url, min(5.0, args.duration / 4), args.concurrency))
-            before, rss_start = rss_start, rss_bytes(server.pid)
+            before, rss_start = rss_start, idle_rss_bytes(server.pid)
             if rss_start < before * (1 + WARMUP_SETTLED):
                 break
         started = time.monotonic()
         counts, problems = asyncio.run(drive(url, args.duration, args.concurrency))
         elapsed = time.monotonic() - started
-        rss_end = rss_bytes(server.pid)
+        rss_end = idle_rss_bytes(server.pid)
     finally:
         server.terminate()
         code = server.wait(timeout=60)
