@@ -2,9 +2,8 @@
 
     python scripts/soak.py [--duration 60] [--concurrency 8]
 
-Starts ``python -m service`` on a free port, sends its largest requests all at once (the
-heap's peak), warms it up until its resident memory settles (at most six 5 s rounds), records
-it, then
+Starts ``python -m service`` on a free port, warms it up until its resident memory settles
+(at most six 5 s rounds), records it, then
 sends a rotating mix of good requests and bad ones (wrong lengths, non-finite literals, wrong
 content types, oversized batches, maximum-size bodies, pickled ``.npy``, unknown paths) for the
 duration, while slow clients trickle request bodies at 1 byte/s (each must be cut with 408
@@ -194,30 +193,6 @@ async def drive(url: str, seconds: float, concurrency: int) -> tuple[Counter[str
     return counts, problems
 
 
-async def worst_case(url: str, concurrency: int, times: int = 3) -> None:
-    """Send the largest requests ``concurrency`` at a time: the heap's peak, on purpose.
-
-    The rotating mix lines its largest bodies up at once only now and then, so without this a
-    run that happens to do it after the warm-up looks like a leak (seen: +10.3 % in a CI run,
-    +1 % in the next ones).
-    """
-    largest = [p for p in probes() if len(p.content) > 1_000_000]
-    async with httpx.AsyncClient(base_url=url, timeout=60) as client:
-        for _ in range(times):
-            for probe in largest:
-                await asyncio.gather(
-                    *(
-                        client.request(
-                            probe.method,
-                            probe.path,
-                            content=probe.content,
-                            headers={"content-type": probe.content_type},
-                        )
-                        for _ in range(concurrency)
-                    )
-                )
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=60.0, help="seconds of traffic")
@@ -249,7 +224,6 @@ def main() -> int:
         # (service/tuning.py), so it grows to the peak the traffic's largest requests need
         # at once, which a single short warm-up may or may not reach. A leak keeps growing
         # in the timed run whatever the start.
-        asyncio.run(worst_case(url, args.concurrency))
         rss_start = idle_rss_bytes(server.pid)
         for _ in range(WARMUP_ROUNDS):
             asyncio.run(drive(url, min(5.0, args.duration / 4), args.concurrency))
