@@ -171,6 +171,20 @@ async def test_freed_memory_is_released_after_a_burst_of_large_requests():
     assert released == [True]
 
 
+@pytest.mark.anyio
+async def test_one_large_request_is_enough_to_release_once_idle():
+    # A burst of a few large requests must not leave its heap behind (the soak saw +10 %).
+    released = []
+    admission = Admission(4, 1 << 30, release=lambda: released.append(True))
+    admission.release(admission.reserve(200_000))  # 1.2 MiB reserved
+    await asyncio.sleep(0.7)
+    assert released == [True]
+    held = admission.reserve(0)  # a body without a length, charged as it arrives
+    admission.release(held + admission.grow(200_000, held))
+    await asyncio.sleep(0.7)
+    assert released == [True, True]
+
+
 def test_slots_refuse_beyond_the_limit():
     admission = Admission(1, 1 << 20)
     admission.take_slot()
