@@ -85,14 +85,13 @@ def test_scikit_learn_predicts_what_the_service_computes(sk_model, rows):
     scaler = sk_model.pipeline.named_steps["scale"]
     predicted = scaler.inverse_transform(np.clip(sk_model.pipeline.predict(rows), 0.0, 1.0))
     np.testing.assert_allclose(predicted, vectors, rtol=0, atol=1e-9)
-    # The committed float32 model (what digitcode serves) agrees within the tolerance, with room.
+    # The committed float32 model (what digitcode serves) agrees within the tolerance, with room:
+    # within half of it, for few rows (np.tanh) and for many (the folded activations).
     served = Autoencoder.from_dir(DEFAULT_MODEL)
-    served_vectors, served_errors = served.reconstruct(rows)
-    reference = Answers(served.encode(rows), served_vectors, served_errors)
-    for name in ("latent", "vectors", "errors"):
-        gap = np.abs(getattr(ours, name) - getattr(reference, name)).max()
-        assert gap < TOLERANCE / 2, name
-    check_answers(ours, reference, atol=TOLERANCE, rtol=TOLERANCE)
+    for X, theirs in ((rows[:5], sk_model.answers(rows[:5])), (rows, ours)):
+        served_vectors, served_errors = served.reconstruct(X)
+        reference = Answers(served.encode(X), served_vectors, served_errors)
+        check_answers(theirs, reference, atol=TOLERANCE / 2, rtol=TOLERANCE / 2)
 
 
 def test_the_check_tolerance_catches_a_wrong_weight(sk_model, rows):

@@ -24,8 +24,14 @@ def tiny(tiny_mlp, tiny_model_dir):
     return Autoencoder.from_dir(tiny_model_dir)
 
 
-def test_reconstruction_equals_sklearn_predict(tiny, tiny_mlp):
+# Fewer rows than _FOLD_ROWS take tanh as it is, more the form folded into the weights.
+FEW_AND_MANY = pytest.mark.parametrize("rows", [5, 200])
+
+
+@FEW_AND_MANY
+def test_reconstruction_equals_sklearn_predict(tiny, tiny_mlp, rows):
     mlp, lo, scale, X = tiny_mlp
+    X = X[:rows]
     Xs = scale_pixels(X, lo, scale)
     X_hat, errors = tiny.reconstruct(X)
     expected = mlp.predict(Xs)
@@ -37,8 +43,10 @@ def test_reconstruction_equals_sklearn_predict(tiny, tiny_mlp):
     np.testing.assert_allclose(errors, np.mean((clipped - Xs) ** 2, axis=1), atol=1e-9)
 
 
-def test_latent_equals_sklearn_hidden_activation(tiny, tiny_mlp):
+@FEW_AND_MANY
+def test_latent_equals_sklearn_hidden_activation(tiny, tiny_mlp, rows):
     mlp, lo, scale, X = tiny_mlp
+    X = X[:rows]
     Z = tiny.encode(X)
     assert Z.shape == (len(X), 2)
     np.testing.assert_allclose(Z, _sklearn_hidden(mlp, scale_pixels(X, lo, scale), 2), atol=1e-9)
@@ -58,7 +66,8 @@ def test_pixels_outside_the_training_range_are_clipped_as_scikit_learn_sees_them
     np.testing.assert_allclose(X_hat, unscale_pixels(clipped, lo, scale), atol=1e-9)
 
 
-def test_logistic_preset_matches_sklearn(tmp_path):
+@pytest.mark.parametrize("rows", [5, 100])
+def test_logistic_preset_matches_sklearn(tmp_path, rows):
     from sklearn.neural_network import MLPRegressor
 
     from service.artifact import save_artifact
@@ -73,10 +82,35 @@ def test_logistic_preset_matches_sklearn(tmp_path):
     mlp.fit(Xs, Xs)
     save_artifact(tmp_path / "seed", mlp_to_artifact(mlp, lo, scale, {}, X, X, y))
     model = Autoencoder.from_dir(tmp_path / "seed")
+    X, Xs = X[:rows], Xs[:rows]
     np.testing.assert_allclose(
         model._network_output(model._encode_clipped(model._clip(X))), mlp.predict(Xs), atol=1e-9
     )
     np.testing.assert_allclose(model.encode(X), _sklearn_hidden(mlp, Xs, 1), atol=1e-9)
+
+
+def test_many_rows_agree_with_few_to_float32_rounding(default_model, sample_rows):
+    # The folded activations (many rows) against np.tanh (each row alone), float32 model.
+    X = np.tile(sample_rows, (4, 1))[:64]
+    alone = [default_model.forward(x[None], distances=False) for x in X]
+    many = default_model.forward(X, distances=False)
+    np.testing.assert_allclose(many.latent, np.vstack([f.latent for f in alone]), atol=2e-6)
+    np.testing.assert_allclose(
+        many.reconstruction, np.vstack([f.reconstruction for f in alone]), atol=2e-4
+    )
+    np.testing.assert_allclose(many.errors, np.concatenate([f.errors for f in alone]), atol=5e-7)
+
+
+def test_absurd_latent_codes_decode_without_overflow(default_model, recwarn):
+    # Codes as large as the API allows overflow exp in the folded decoder unless clamped.
+    extreme = np.array([[1e6, -1e6], [-1e6, 1e6], [1e6, 1e6], [-1e6, -1e6]])
+    Z = np.tile(extreme, (10, 1))  # 40 rows: the folded form
+    X = default_model.decode(Z)
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
+    assert np.isfinite(X).all()
+    np.testing.assert_allclose(
+        X[:4], np.vstack([default_model.decode(z[None]) for z in extreme]), atol=2e-4
+    )
 
 
 def test_decode_of_encode_equals_reconstruct(default_model, sample_rows):
