@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from sklearn.neural_network._base import ACTIVATIONS
 
+import service.model as model_module
 from service.artifact import load_artifact
 from service.model import Autoencoder, scale_pixels, unscale_pixels
 from tests.conftest import DATA
@@ -99,6 +100,29 @@ def test_many_rows_agree_with_few_to_float32_rounding(default_model, sample_rows
         many.reconstruction, np.vstack([f.reconstruction for f in alone]), atol=2e-4
     )
     np.testing.assert_allclose(many.errors, np.concatenate([f.errors for f in alone]), atol=5e-7)
+
+
+def test_many_rows_are_computed_in_blocks_as_in_one_pass(default_model, monkeypatch):
+    # 3823 rows: three whole blocks of 1024 and a part of one, against one pass over all.
+    X = load_optdigits(DATA / "optdigits.tra")[0]
+    blocked = default_model.forward(X)
+    Z = default_model.encode(X)
+    decoded = default_model.decode(Z)
+    assert default_model.forward(X, distances=False).distances is None
+    monkeypatch.setattr(model_module, "_BLOCK_ROWS", len(X))
+    whole = default_model.forward(X)
+    for name, atol in [
+        ("latent", 2e-6),
+        ("reconstruction", 2e-4),
+        ("errors", 5e-7),
+        ("pixel_errors", 2e-5),
+        ("distances", 1e-6),
+    ]:
+        got, expected = getattr(blocked, name), getattr(whole, name)
+        assert got.shape == expected.shape and got.dtype == expected.dtype == np.float32, name
+        np.testing.assert_allclose(got, expected, atol=atol, err_msg=name)
+    np.testing.assert_allclose(Z, default_model.encode(X), atol=2e-6)
+    np.testing.assert_allclose(decoded, default_model.decode(Z), atol=2e-4)
 
 
 def test_absurd_latent_codes_decode_without_overflow(default_model, recwarn):
